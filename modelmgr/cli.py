@@ -1,0 +1,120 @@
+"""The command line: a click group whose commands load lazily, and the one place where errors
+become messages and exit codes.
+
+Commands live in ``modelmgr/commands/`` and are imported only when invoked (or listed by
+``--help``), so ``modelmgr list`` never pays for what ``modelmgr run`` needs.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+
+import click
+
+from .errors import ModelmgrError
+
+# name -> "module:attribute" under modelmgr.commands
+BUILTIN_COMMANDS = {
+    "pull": "pull:pull",
+    "list": "listing:list_command",
+    "rm": "remove:rm",
+    "run": "run:run",
+    "show": "show:show",
+    "backends": "backends:backends",
+    "du": "usage:du",
+    "prune": "prune:prune",
+    "verify": "verify:verify",
+    "config": "config_cmd:config",
+    "lock": "lock:lock",
+    "sync": "lock:sync",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command is used; adds plugins' commands."""
+
+    def _builtin(self, name: str) -> click.Command | None:
+        target = BUILTIN_COMMANDS.get(name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        try:
+            loaded = importlib.import_module(f"modelmgr.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"modelmgr.commands.{module}":
+                return None  # a command not written yet is simply not offered
+            raise
+        return getattr(loaded, attribute)
+
+    def _plugin_commands(self) -> dict[str, click.Command]:
+        from .plugins import plugin_commands
+
+        return plugin_commands()
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = [name for name in BUILTIN_COMMANDS if self._builtin(name) is not None]
+        return names + sorted(set(self._plugin_commands()) - set(names))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = self._builtin(cmd_name)
+        if command is None:
+            command = self._plugin_commands().get(cmd_name)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show tracebacks and request logs (tokens are never shown).")
+@click.version_option(package_name="modelmgr", prog_name="modelmgr")
+def cli(debug: bool) -> None:
+    """Pull, cache and run open LLMs from the Hugging Face Hub or its mirrors.
+
+    \b
+    Examples:
+      modelmgr pull Qwen/Qwen2.5-0.5B-Instruct
+      modelmgr run Qwen/Qwen2.5-0.5B-Instruct "Why is the sky blue?"
+      modelmgr list
+      modelmgr rm Qwen/Qwen2.5-0.5B-Instruct
+    """
+
+
+def _wants_debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("MODELMGR_DEBUG", "") not in ("", "0")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = _wants_debug(argv)
+    try:
+        code = cli.main(args=argv, prog_name="modelmgr", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        code = 1
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except ModelmgrError as exc:
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: {exc}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        code = 130
+    except BrokenPipeError:
+        # `modelmgr list | head`: the reader left; that is not an error.
+        sys.stderr.close()
+        code = 0
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        click.echo(f"Error: {exc.strerror or exc}{where}. Check the path, its permissions and the free space.", err=True)
+        code = 1
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for a user's terminal
+        if debug:
+            traceback.print_exc()
+        click.echo(f"Error: unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.", err=True)
+        code = 1
+    sys.exit(code or 0)

@@ -1,0 +1,52 @@
+"""What several commands share: loading the config with their flags, JSON output, tables."""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable, Sequence
+
+import click
+
+from ..config import Config, load_config
+
+
+def get_config(*, flags: dict[str, Any] | None = None, endpoints: Sequence[str] = ()) -> Config:
+    """Load the layered config once per command, printing its warnings to stderr."""
+    config = load_config(flags=flags, flag_endpoints=tuple(endpoints))
+    for warning in config.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    return config
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Iterable[int] = ()) -> str:
+    """A plain aligned table (no box drawing: it must survive pipes, logs and narrow terminals)."""
+    rows = [list(map(str, row)) for row in rows]
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row)]
+    right = set(right)
+
+    def line(cells: Sequence[str]) -> str:
+        out = [cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(cells, widths))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([line(headers), *(line(row) for row in rows)])
+
+
+def is_terminal(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask before destroying anything; without a terminal, insist on -y rather than hang."""
+    if yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise click.UsageError("refusing to delete without confirmation: stdin is not a terminal. Pass -y to confirm.")
+    if not click.confirm(question, default=False):
+        raise click.Abort()

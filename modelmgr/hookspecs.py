@@ -1,0 +1,33 @@
+"""The hooks a modelmgr plugin can implement. Markers and documented stubs, nothing else.
+
+A plugin is a module (found through the ``modelmgr`` entry-point group) with functions
+decorated by ``@modelmgr.hookimpl`` whose names match the stubs below.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    import click
+
+    from .backends import Backend
+
+PROJECT = "modelmgr"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_backends(register: Callable[["Backend"], None]) -> None:
+    """Register Backend instances by calling ``register(backend)`` once for each.
+
+    A callback rather than a return value, so this hook can gain arguments later without
+    breaking plugins. Backend names must be unique; a duplicate is reported and skipped.
+    """
+
+
+@hookspec
+def register_commands(cli: "click.Group") -> None:
+    """Add subcommands to the ``modelmgr`` command line with ``cli.add_command(command)``."""

@@ -1,0 +1,109 @@
+"""Model references: ``org/name``, ``org/name@revision``, aliases and local directories.
+
+IDs are validated the way the Hub validates them, so a bad one fails here with a clear
+message instead of becoming a strange path in the cache or a 404 from a server.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InvalidReference
+
+DEFAULT_REVISION = "main"
+MAX_PART_LENGTH = 96
+
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+# Branch and tag names as git allows them, minus what could escape a path.
+_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
+
+
+def is_commit(revision: str) -> bool:
+    return bool(_COMMIT.match(revision))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed reference. Exactly one of ``repo_id`` and ``local_path`` is set."""
+
+    repo_id: str | None = None
+    revision: str | None = None  # None: the default branch, or whatever the config pins
+    local_path: Path | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.local_path is not None
+
+    @property
+    def revision_or_default(self) -> str:
+        return self.revision or DEFAULT_REVISION
+
+    def __str__(self) -> str:
+        if self.local_path is not None:
+            return str(self.local_path)
+        return f"{self.repo_id}@{self.revision}" if self.revision else str(self.repo_id)
+
+
+def validate_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` unchanged, or raise InvalidReference saying what is wrong with it."""
+
+    def bad(why: str) -> InvalidReference:
+        return InvalidReference(f"invalid model id {repo_id!r}: {why}. Expected 'org/name', for example 'Qwen/Qwen2.5-0.5B-Instruct'.")
+
+    if repo_id.count("/") != 1:
+        raise bad("it must contain exactly one '/'")
+    for part in repo_id.split("/"):
+        if not part:
+            raise bad("the organisation and the name must both be non-empty")
+        if len(part) > MAX_PART_LENGTH:
+            raise bad(f"each part may have at most {MAX_PART_LENGTH} characters")
+        if "--" in part or ".." in part:
+            raise bad("'--' and '..' are not allowed")
+        if not _PART.match(part):
+            raise bad("use only letters, digits, '-', '_' and '.', starting with a letter or digit")
+        if part.endswith((".", "-")) or part.endswith(".git"):
+            raise bad("a part may not end with '.', '-' or '.git'")
+    return repo_id
+
+
+def validate_revision(revision: str, *, repo_id: str = "") -> str:
+    if is_commit(revision):
+        return revision
+    if (
+        not _REVISION.match(revision)
+        or ".." in revision
+        or "//" in revision
+        or revision.endswith(("/", ".lock", "."))
+        or len(revision) > 255
+    ):
+        raise InvalidReference(
+            f"invalid revision {revision!r} for {repo_id or 'the model'}: use a branch, a tag or a 40-hex commit, for example 'main' or 'v1.0'."
+        )
+    return revision
+
+
+
+def parse_ref(text: str, *, aliases: dict[str, tuple[str, str | None]] | None = None) -> ModelRef:
+    """Parse what a user typed. Aliases map a short name to ``(repo_id, revision)``."""
+    text = text.strip()
+    if not text:
+        raise InvalidReference("empty model reference: give 'org/name', 'org/name@revision' or a local directory.")
+    if text.startswith(("./", "../", "/", "~")) or text in (".", ".."):
+        path = Path(os.path.expanduser(text)).resolve()
+        if not path.is_dir():
+            raise InvalidReference(f"local model directory {text!r} does not exist (resolved to {path}).")
+        return ModelRef(local_path=path)
+    name, _, revision = text.partition("@")
+    if aliases and name in aliases and "/" not in name:
+        alias_id, alias_revision = aliases[name]
+        return ModelRef(repo_id=validate_repo_id(alias_id), revision=validate_revision(revision, repo_id=alias_id) if revision else alias_revision)
+    if "/" not in name and aliases is not None:
+        known = ", ".join(sorted(aliases)) or "none are configured"
+        raise InvalidReference(f"invalid model id {name!r}: it must look like 'org/name' (or be an alias; aliases: {known}).")
+    validate_repo_id(name)
+    if "@" in text and not revision:
+        raise InvalidReference(f"invalid model reference {text!r}: nothing after '@'. Write 'org/name@main', a tag or a commit.")
+    return ModelRef(repo_id=name, revision=validate_revision(revision, repo_id=name) if revision else None)
