@@ -1,0 +1,117 @@
+"""``modelmgr list``: one row per cached revision, from every cache directory."""
+from __future__ import annotations
+
+import click
+
+SORT_KEYS = ("name", "size", "modified")
+
+
+def matches(pattern: str | None, repo) -> bool:
+    """fnmatch on the ID, case-insensitive as on the Hub; a pattern without wildcards matches a substring."""
+    if not pattern:
+        return True
+    import fnmatch
+
+    pattern = pattern.lower()
+    if not any(char in pattern for char in "*?["):
+        pattern = f"*{pattern}*"
+    return fnmatch.fnmatchcase(repo.repo_id.lower(), pattern) or fnmatch.fnmatchcase(repo.display_id.lower(), pattern)
+
+
+def iso_utc(timestamp: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _kinds_summary(repos) -> str:
+    counts: dict[str, int] = {}
+    for repo in repos:
+        counts[repo.repo_type] = counts.get(repo.repo_type, 0) + 1
+    parts = [f"{counts.get(kind, 0)} {kind}{'' if counts.get(kind, 0) == 1 else 's'}" for kind in ("model", "dataset", "space") if counts.get(kind) or kind == "model"]
+    return ", ".join(parts)
+
+
+@click.command("list")
+@click.argument("pattern", required=False)
+@click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="name", show_default=True, help="Order of the rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per revision.")
+def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
+    """List cached models, one row per revision, from every cache directory.
+
+    PATTERN filters IDs with shell wildcards (case-insensitive); without a wildcard it matches
+    any part of the ID: `modelmgr list qwen`, `modelmgr list 'Qwen/*Instruct'`.
+    """
+    from ..cache import scan_cache, unique_size
+    from ..units import format_age, format_size
+    from ._common import echo_json, get_config, render_table
+
+    config = get_config()
+    info = scan_cache(config.cache_dirs)
+    for warning in info.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+    repos = [repo for repo in info.repos if matches(pattern, repo)]
+    rows = [(repo, revision) for repo in repos for revision in repo.revisions]
+    if sort_key == "size":
+        rows.sort(key=lambda row: (-row[1].size_on_disk, row[0].display_id.lower()))
+    elif sort_key == "modified":
+        rows.sort(key=lambda row: -row[1].last_modified)
+    else:
+        rows.sort(key=lambda row: (row[0].display_id.lower(), -row[1].last_modified))
+
+    if as_json:
+        echo_json([
+            {
+                "id": repo.display_id,
+                "repo_id": repo.repo_id,
+                "repo_type": repo.repo_type,
+                "revision": revision.commit,
+                "refs": revision.sorted_refs,
+                "size_bytes": revision.size_on_disk,
+                "files": revision.nb_files,
+                "path": str(revision.snapshot_path),
+                "last_modified": iso_utc(revision.last_modified),
+                "incomplete": revision.incomplete,
+                "missing": list(revision.missing),
+                "cache_dir": str(repo.cache_dir),
+                "read_only": repo.read_only,
+            }
+            for repo, revision in rows
+        ])
+        return
+
+    if not rows:
+        if pattern and info.repos:
+            click.echo(f"No cached model matches {pattern!r}. Run `modelmgr list` to see them all.")
+        else:
+            where = ", ".join(str(d) for d in info.cache_dirs)
+            click.echo(f"The cache is empty ({where}). Pull a model with `modelmgr pull org/name`, for example `modelmgr pull Qwen/Qwen2.5-0.5B-Instruct`.")
+        return
+
+    import time
+
+    now = time.time()
+    notes = []
+    for repo, revision in rows:
+        note = []
+        if revision.incomplete:
+            note.append(f"incomplete ({len(revision.missing)} missing)")
+        if repo.read_only:
+            note.append("read-only")
+        notes.append(", ".join(note))
+    headers = ["ID", "REVISION", "SIZE", "FILES", "MODIFIED"]
+    table = [
+        [repo.display_id, revision.label, format_size(revision.size_on_disk), str(revision.nb_files), format_age(now - revision.last_modified)]
+        for repo, revision in rows
+    ]
+    if any(notes):
+        headers.append("STATUS")
+        for row, note in zip(table, notes):
+            row.append(note)
+    click.echo(render_table(headers, table, right=(2, 3)))
+    size = info.size_on_disk if len(repos) == len(info.repos) else unique_size(repos)
+    shown = {repo.path for repo, _ in rows}
+    click.echo(f"\n{_kinds_summary(r for r in repos if r.path in shown)}, {len(rows)} revision{'s' if len(rows) != 1 else ''}, {format_size(size)} on disk")
+    if any(notes) and any(revision.incomplete for _, revision in rows):
+        click.echo("Incomplete revisions miss files: pull them again to finish, or remove them with `modelmgr rm ID@REVISION`.")

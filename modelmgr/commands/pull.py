@@ -1,0 +1,94 @@
+"""`modelmgr pull`: download what a model needs into the shared cache."""
+from __future__ import annotations
+
+import click
+
+from ._common import echo_json, get_config
+
+
+def pull_options(function):
+    """Options every command that may download shares (pull, run, show, sync)."""
+    function = click.option("--offline", is_flag=True, default=None, help="Use only the cache; open no socket (HF_HUB_OFFLINE).")(function)
+    function = click.option(
+        "--endpoint", "endpoints", multiple=True, metavar="URL",
+        help="Hub endpoint or mirror; repeat for an ordered fallback list (before HF_ENDPOINT and the config).",
+    )(function)
+    return function
+
+
+@click.command()
+@click.argument("ref")
+@click.option("--include", multiple=True, metavar="GLOB", help="Fetch only files matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")
+@click.option("--all-files", is_flag=True, help="Fetch every file of the repo, not just what a load needs.")
+@click.option("--connections", type=click.IntRange(1, 64), default=None, help="Parallel connections (default 8).")
+@click.option("--dry-run", is_flag=True, help="Show what would be fetched, and how much, without fetching.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pull_options
+def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoints, offline):
+    """Download a model (org/name[@revision]) into the cache.
+
+    \b
+    Fetches what from_pretrained needs: config, tokenizer, chat template and one copy
+    of the weights (safetensors when present). Interrupted pulls resume; every file is
+    verified against its hash before it appears in the cache.
+    """
+    from ..pull import pull as run_pull
+    from ..units import format_size
+    from ..events import PlanReady
+    from ._progress import ProgressView
+
+    config = get_config(flags={"hub.offline": offline, "hub.connections": connections}, endpoints=endpoints)
+    view: ProgressView | None = None
+
+    def on_event(event):
+        nonlocal view
+        if isinstance(event, PlanReady) and not as_json:
+            view = ProgressView(total_bytes=event.fetch_bytes)
+        elif view is not None:
+            view(event)
+
+    try:
+        result = run_pull(ref, config=config, include=include, exclude=exclude, all_files=all_files,
+                          dry_run=dry_run, on_event=on_event)
+    finally:
+        if view is not None:
+            view.close()
+
+    plan = result.plan
+    if as_json:
+        echo_json({
+            "id": result.snapshot.repo_id,
+            "revision": result.snapshot.revision,
+            "commit": result.snapshot.commit,
+            "path": str(result.snapshot.path),
+            "dry_run": result.dry_run,
+            "downloaded_files": result.downloaded,
+            "reused_files": result.reused,
+            "seconds": round(result.seconds, 3),
+            "files": [
+                {"path": f.path, "size": f.size, "etag": f.etag, "cached": f.cached} for f in (plan.files if plan else ())
+            ],
+            "fetch_bytes": plan.fetch_bytes if plan else 0,
+            "total_bytes": plan.total_bytes if plan else 0,
+        })
+        return
+    snap = result.snapshot
+    if plan is None:
+        click.echo(f"{snap.repo_id}@{snap.revision} is in the cache ({snap.commit[:8]}); offline, nothing checked.")
+        click.echo(f"  {snap.path}")
+        return
+    if result.dry_run:
+        click.echo(f"{snap.repo_id}@{plan.revision} -> commit {plan.commit[:8]} on {plan.endpoint}")
+        width = max(len(f.path) for f in plan.files)
+        for f in plan.files:
+            state = "cached" if f.cached else (f"partial {format_size(f.partial_bytes)}" if f.partial_bytes else "")
+            click.echo(f"  {f.path:<{width}}  {format_size(f.size):>10}  {state}".rstrip())
+        click.echo(f"Would fetch {len(plan.to_fetch)} of {len(plan.files)} files, {format_size(plan.fetch_bytes)} "
+                   f"(total {format_size(plan.total_bytes)}; {len(plan.skipped)} files of the repo skipped).")
+        return
+    click.echo(
+        f"Pulled {snap.repo_id}@{plan.revision} ({snap.commit[:8]}): {len(plan.files)} files, "
+        f"{format_size(plan.fetch_bytes)} downloaded, {result.reused} already cached, in {result.seconds:.1f}s."
+    )
+    click.echo(f"  {snap.path}")

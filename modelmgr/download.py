@@ -1,0 +1,433 @@
+"""Fetch one blob: byte ranges over parallel connections, endpoint fallback per range, resume
+from what is on disk, and a sha256 / git-sha1 check before the blob gets its final name.
+
+Partial data lives in ``blobs/{etag}.incomplete`` (huggingface_hub's own name for it); which
+ranges are done is kept in ``.modelmgr/partial/{etag}.json``, saved only after the bytes it
+describes were written, so after ``kill -9`` it can lag behind the data but never run ahead.
+The hash follows the contiguous prefix of the file from disk (page cache), in its own thread
+for large files, so hashing overlaps the transfer instead of serialising it.
+"""
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import errors
+from .config import Endpoint
+from .events import BytesReceived, EventSink, FileStarted, Notice
+from .hashing import new_hasher
+from .hub import DefinitiveAnswer, HubClient, RemoteFile
+from .layout import RepoPaths
+from .locking import file_lock
+from .transport import EndpointFailure
+
+BUFFER = 1024 * 1024
+MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings
+STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress
+SMALL_FILE = 4 * 1024 * 1024  # smaller files restart from zero instead of keeping state
+ATTEMPTS_PER_ENDPOINT = 2
+MAX_RESTARTS = 3
+
+
+class RangeIgnored(Exception):
+    """The server answered a range request with the whole file."""
+
+
+@dataclass
+class Part:
+    start: int
+    end: int  # exclusive
+    done: int = 0
+
+    @property
+    def offset(self) -> int:
+        return self.start + self.done
+
+    @property
+    def complete(self) -> bool:
+        return self.start + self.done >= self.end
+
+
+@dataclass
+class Transfer:
+    """Shared settings for every file of one pull."""
+
+    client: HubClient
+    paths: RepoPaths
+    repo_id: str
+    commit: str
+    repo_type: str
+    endpoints: tuple[Endpoint, ...]
+    connections: int
+    slots: threading.Semaphore
+    emit: EventSink
+    fsync: bool = True
+    no_range: set[str] = field(default_factory=set)  # endpoints seen ignoring Range
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def split(size: int, prefix: int, connections: int) -> list[Part]:
+    parts = [Part(0, prefix, prefix)] if prefix else []
+    remaining = size - prefix
+    count = max(1, min(connections, remaining // MIN_PART))
+    step = -(-remaining // count) if remaining else 0
+    start = prefix
+    while start < size:
+        end = min(size, start + step)
+        parts.append(Part(start, end))
+        start = end
+    return parts or [Part(0, 0)]
+
+
+class _Progress:
+    """Parts of one file, the contiguous prefix a hasher may read, and the resume state file."""
+
+    def __init__(self, parts: list[Part], state_path: Path | None, etag: str, size: int):
+        self.parts = parts
+        self.cond = threading.Condition()
+        self.state_path = state_path
+        self.etag = etag
+        self.size = size
+        self.unsaved = 0
+        self.stop = False
+
+    def prefix(self) -> int:
+        position = 0
+        for part in self.parts:
+            if part.start != position:
+                break
+            position = part.offset
+            if not part.complete:
+                break
+        return position
+
+    def advance(self, part: Part, count: int) -> None:
+        with self.cond:
+            part.done += count
+            self.unsaved += count
+            if self.unsaved >= STATE_EVERY:
+                self.save_locked()
+            self.cond.notify_all()
+
+    def save_locked(self) -> None:
+        self.unsaved = 0
+        if self.state_path is None:
+            return
+        data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
+        tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self.state_path)
+        except OSError:
+            pass  # losing resume state costs a re-download, never correctness
+
+    def save(self) -> None:
+        with self.cond:
+            self.save_locked()
+
+
+def load_parts(state_path: Path, incomplete: Path, etag: str, size: int, connections: int) -> list[Part]:
+    """Resume state, or a fresh split. Trust the state only when it describes this very blob."""
+    try:
+        on_disk = os.path.getsize(incomplete)
+    except OSError:
+        on_disk = 0
+    try:
+        data = json.loads(state_path.read_text())
+        if data.get("etag") == etag and data.get("size") == size:
+            parts = [Part(int(s), int(e), int(d)) for s, e, d in data["parts"]]
+            position = 0
+            for part in parts:
+                if part.start != position or not 0 <= part.done <= part.end - part.start:
+                    raise ValueError("parts do not tile the file")
+                position = part.end
+            if position == size and on_disk >= max((p.offset for p in parts if p.done), default=0):
+                return parts
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    # No usable state: a sequentially written partial file is still a valid prefix.
+    prefix = min(on_disk, size) if on_disk and not state_path.exists() else 0
+    return split(size, prefix, connections)
+
+
+class _Hasher:
+    """Hashes the file's contiguous prefix as it grows, reading back what writers put on disk."""
+
+    def __init__(self, fd: int, remote: RemoteFile, progress: _Progress):
+        self.fd = fd
+        self.remote = remote
+        self.progress = progress
+        self.hasher = new_hasher(remote.etag, remote.size)
+        self.position = 0
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def _hash_to(self, target: int) -> None:
+        while self.position < target:
+            block = os.pread(self.fd, min(8 * BUFFER, target - self.position), self.position)
+            if not block:
+                raise OSError(errno.EIO, "file shorter than the bytes written to it")
+            self.hasher.update(block)
+            self.position += len(block)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.progress.cond:
+                    while self.progress.prefix() <= self.position and not self.progress.stop:
+                        self.progress.cond.wait(0.5)
+                    target, stop = self.progress.prefix(), self.progress.stop
+                self._hash_to(target)
+                if stop:
+                    return
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def start(self) -> None:
+        if self.remote.size >= 2 * MIN_PART:
+            self.thread = threading.Thread(target=self._run, name=f"hash {self.remote.path}", daemon=True)
+            self.thread.start()
+
+    def finish(self) -> str:
+        if self.thread is not None:
+            with self.progress.cond:
+                self.progress.stop = True
+                self.progress.cond.notify_all()
+            self.thread.join()
+            if self.error is not None:
+                raise self.error
+        self._hash_to(self.remote.size)
+        return self.hasher.hexdigest()
+
+    def abandon(self) -> None:
+        if self.thread is not None:
+            with self.progress.cond:
+                self.progress.stop = True
+                self.progress.cond.notify_all()
+            self.thread.join()
+
+
+def fetch_blob(transfer: Transfer, remote: RemoteFile) -> bool:
+    """Make ``blobs/{etag}`` exist and verified. Returns False when it was already there."""
+    paths = transfer.paths
+    blob = paths.blob(remote.etag)
+    if _present(blob, remote.size):
+        return False
+    waited = []
+    with file_lock(paths.locks / f"{remote.etag}.lock", on_wait=lambda: waited.append(True)):
+        if _present(blob, remote.size):  # another process finished it while we waited
+            return False
+        if waited:
+            transfer.emit(Notice(f"{remote.path}: another process was downloading it; continuing"))
+        _download_locked(transfer, remote)
+    return True
+
+
+def _present(blob: Path, size: int) -> bool:
+    try:
+        return os.stat(blob).st_size == size
+    except OSError:
+        return False
+
+
+def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
+    paths = transfer.paths
+    paths.blobs.mkdir(parents=True, exist_ok=True)
+    incomplete = paths.incomplete(remote.etag)
+    state_dir = paths.root / ".modelmgr" / "partial"
+    state_path = state_dir / f"{remote.etag}.json"
+    keep_state = remote.size > SMALL_FILE
+    if keep_state:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    excluded: set[str] = set()
+    for restart in range(MAX_RESTARTS + len(transfer.endpoints)):
+        parts = load_parts(state_path, incomplete, remote.etag, remote.size, transfer.connections) if keep_state else split(remote.size, 0, 1)
+        if not keep_state or all(p.done == 0 for p in parts):
+            _truncate(incomplete)
+        progress = _Progress(parts, state_path if keep_state else None, remote.etag, remote.size)
+        resumed = sum(p.done for p in parts)
+        transfer.emit(FileStarted(remote.path, remote.size, resumed))
+        if resumed:
+            transfer.emit(BytesReceived(remote.path, resumed))
+        fd = os.open(incomplete, os.O_RDWR | os.O_CREAT, 0o666)
+        used: set[str] = set()
+        hasher = _Hasher(fd, remote, progress)
+        try:
+            hasher.start()
+            _fetch_parts(transfer, remote, fd, progress, excluded, used)
+            digest = hasher.finish()
+            if digest != remote.etag:
+                _discard(incomplete, state_path)
+                excluded |= used
+                names = ", ".join(sorted(used))
+                transfer.emit(Notice(f"{remote.path}: content hash mismatch from {names}; discarded"))
+                if all(e.url in excluded for e in transfer.endpoints):
+                    raise errors.IntegrityError(
+                        f"{remote.path} failed verification: expected {'sha256' if len(remote.etag) == 64 else 'git sha1'} "
+                        f"{remote.etag}, got {digest} (from {names}). The bytes were discarded; try another endpoint.")
+                continue
+            if transfer.fsync:
+                os.fsync(fd)
+        except RangeIgnored:
+            hasher.abandon()
+            _discard(incomplete, state_path)
+            transfer.emit(Notice(f"{remote.path}: the server ignored a byte range; starting the file over"))
+            continue
+        except BaseException:
+            hasher.abandon()
+            progress.save()
+            raise
+        finally:
+            os.close(fd)
+        os.replace(incomplete, paths.blob(remote.etag))
+        try:
+            state_path.unlink()
+        except OSError:
+            pass
+        return
+    raise errors.HubError(f"{remote.path}: gave up after {MAX_RESTARTS} restarts (servers ignoring byte ranges?).")
+
+
+def _truncate(path: Path) -> None:
+    try:
+        os.truncate(path, 0)
+    except FileNotFoundError:
+        pass
+
+
+def _discard(incomplete: Path, state_path: Path) -> None:
+    for path in (incomplete, state_path):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
+
+def _fetch_parts(transfer: Transfer, remote: RemoteFile, fd: int, progress: _Progress, excluded: set[str], used: set[str]) -> None:
+    pending = [part for part in progress.parts if not part.complete]
+    if not pending:
+        return
+    failures: list[BaseException] = []
+    cancel = threading.Event()
+
+    def run(part: Part) -> None:
+        try:
+            _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel)
+        except BaseException as exc:
+            failures.append(exc)
+            cancel.set()
+
+    helpers = [threading.Thread(target=run, args=(part,), name=f"fetch {remote.path}@{part.start}", daemon=True) for part in pending[1:]]
+    for thread in helpers:
+        thread.start()
+    run(pending[0])
+    for thread in helpers:
+        thread.join()
+    if failures:
+        # A range that was ignored wins: it means "start over", not "fail".
+        for exc in failures:
+            if isinstance(exc, RangeIgnored):
+                raise exc
+        raise failures[0]
+
+
+def _endpoint_order(transfer: Transfer, excluded: set[str]) -> list[Endpoint]:
+    return [e for e in transfer.endpoints if e.url not in excluded]
+
+
+def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) -> None:
+    reasons: list[str] = []
+    for endpoint in _endpoint_order(transfer, excluded):
+        attempts = 0
+        while attempts < ATTEMPTS_PER_ENDPOINT and not part.complete:
+            if cancel.is_set():
+                raise InterruptedError("another range of this file failed")
+            before = part.done
+            try:
+                with transfer.slots:
+                    _stream(transfer, endpoint, remote, fd, part, progress, used, cancel)
+                return
+            except EndpointFailure as failure:
+                if part.done > before:
+                    attempts = 0  # a connection that delivered data is not a broken endpoint
+                attempts += 1
+                if failure.retry_after is not None and failure.retry_after <= 30 and attempts < ATTEMPTS_PER_ENDPOINT:
+                    time.sleep(failure.retry_after)
+                elif attempts < ATTEMPTS_PER_ENDPOINT:
+                    time.sleep(0.2)
+                if attempts >= ATTEMPTS_PER_ENDPOINT:
+                    reasons.append(f"{endpoint.name}: {failure.reason}")
+                    if len(transfer.endpoints) > 1:
+                        transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({failure.reason}); trying the next endpoint"))
+            except DefinitiveAnswer as answer:
+                reasons.append(f"{endpoint.name}: {answer.error}")
+                break
+        if part.complete:
+            return
+    if part.complete:
+        return
+    detail = "; ".join(reasons) or "every endpoint was excluded after a failed verification"
+    raise errors.HubError(
+        f"could not download {remote.path} from any endpoint ({detail}). What was fetched is kept: "
+        "run the same pull again to resume.")
+
+
+def _stream(transfer, endpoint, remote, fd, part, progress, used, cancel) -> None:
+    if remote.size == 0:
+        return
+    whole_file = part.offset == 0 and part.end == remote.size
+    use_range = not whole_file
+    if use_range and endpoint.url in transfer.no_range:
+        raise RangeIgnored()
+    response = transfer.client.open_file(
+        endpoint, transfer.repo_id, transfer.commit, remote,
+        start=part.offset if use_range else 0, end=part.end if use_range else None, repo_type=transfer.repo_type,
+    )
+    if response.status == 200 and use_range:
+        response.close()
+        with transfer.lock:
+            transfer.no_range.add(endpoint.url)
+        raise RangeIgnored()
+    used.add(endpoint.url)
+    buffer = bytearray(BUFFER)
+    view = memoryview(buffer)
+    completed = False
+    try:
+        while not part.complete:
+            if cancel.is_set():
+                raise InterruptedError("another range of this file failed")
+            want = min(BUFFER, part.end - part.offset)
+            try:
+                count = response.readinto(view[:want])
+            except (OSError, http.client.HTTPException) as exc:
+                raise EndpointFailure(f"transfer broke after {part.offset} of {remote.size} bytes ({type(exc).__name__})") from None
+            if not count:
+                raise EndpointFailure(f"connection closed after {part.offset} of {remote.size} bytes")
+            _write(fd, view[:count], part.offset, remote)
+            progress.advance(part, count)
+            transfer.emit(BytesReceived(remote.path, count))
+        completed = True
+    finally:
+        if completed:
+            response.release()
+        else:
+            response.close()
+
+
+def _write(fd: int, data: memoryview, offset: int, remote: RemoteFile) -> None:
+    try:
+        written = os.pwrite(fd, data, offset)
+        while written < len(data):
+            written += os.pwrite(fd, data[written:], offset + written)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise errors.DiskSpaceError(
+                f"the disk filled up while writing {remote.path}. What was downloaded is kept: free some space "
+                "(modelmgr prune) and run the same pull again to resume.") from None
+        raise

@@ -1,0 +1,270 @@
+"""The Hub's HTTP protocol: resolve a revision, list a tree, open a file, over an ordered list
+of endpoints with fallback.
+
+Metadata requests try each endpoint in turn. A definitive answer ("no such repo") from one
+endpoint is remembered but the next is still asked, since a mirror may simply lack the repo;
+when every endpoint fails, the error names each one and why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+from urllib.parse import quote
+
+from . import errors
+from .config import Config, Endpoint
+from .safety import check_commit, check_etag, check_remote_path, check_size
+from .transport import EndpointFailure, Response, Transport
+
+log = logging.getLogger("modelmgr.hub")
+T = TypeVar("T")
+
+RETRIES_PER_ENDPOINT = 2
+MAX_RETRY_AFTER = 30.0  # seconds; a server asking for longer is treated as down
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    etag: str  # sha256 for LFS files, git blob sha1 otherwise: the blob's name in the cache
+    lfs: bool
+
+
+class DefinitiveAnswer(Exception):
+    """An endpoint answered clearly that the thing does not exist (or is not allowed)."""
+
+    def __init__(self, error: errors.HubError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _api_prefix(repo_type: str) -> str:
+    return f"/api/{repo_type}s"
+
+
+def _resolve_prefix(repo_type: str) -> str:
+    return "" if repo_type == "model" else f"/{repo_type}s"
+
+
+def _quote_revision(revision: str) -> str:
+    return quote(revision, safe="")
+
+
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint) -> None:
+    """Turn an error status into EndpointFailure (try elsewhere) or DefinitiveAnswer (it is not there)."""
+    status = response.status
+    if status < 400:
+        return
+    code = response.header("X-Error-Code") or ""
+    try:
+        response.read(limit=1024 * 1024)
+    except (EndpointFailure, OSError):
+        response.close()
+    if status == 429 or status == 503:
+        raise EndpointFailure(f"HTTP {status} (rate limited or overloaded)", retry_after=_retry_after(response))
+    if status >= 500:
+        raise EndpointFailure(f"HTTP {status} server error")
+    if code == "RevisionNotFound":
+        raise DefinitiveAnswer(errors.RevisionNotFound(
+            f"revision {revision!r} not found in {repo_id} on {endpoint.name}: check the branch, tag or commit."))
+    if code == "EntryNotFound" and path is not None:
+        raise DefinitiveAnswer(errors.EntryNotFound(f"file {path!r} not found in {repo_id}@{revision} on {endpoint.name}."))
+    if code == "GatedRepo":
+        raise DefinitiveAnswer(errors.GatedRepo(
+            f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN (or run `hf auth login`)."))
+    if code in ("RepoNotFound", "EntryNotFound") or status in (401, 403, 404):
+        raise DefinitiveAnswer(errors.RepoNotFound(
+            f"model {repo_id!r} not found on {endpoint.name} (HTTP {status}): check the id; "
+            "for a private repo set HF_TOKEN and allow the endpoint to receive it."))
+    raise EndpointFailure(f"HTTP {status}")
+
+
+def _read_json(response: Response, endpoint: Endpoint) -> object:
+    content_type = (response.headers.get("Content-Type") or "").lower()
+    body = response.read()
+    if "html" in content_type or body.lstrip()[:1] == b"<":
+        raise EndpointFailure("answered with an HTML page where JSON was expected (a captive portal or an error page?)")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise EndpointFailure("answered with malformed JSON") from None
+
+
+class HubClient:
+    def __init__(self, config: Config, *, on_warning: Callable[[str], None] | None = None):
+        if config.offline:
+            raise errors.OfflineError(
+                "offline mode is on (HF_HUB_OFFLINE or --offline) and this needs the network: "
+                "pull the model while online, or unset HF_HUB_OFFLINE.")
+        self.endpoints = config.endpoints
+        self.transport = Transport(token=config.token)
+        self._warn = on_warning or (lambda message: log.warning(message))
+
+    # -- fallback ------------------------------------------------------------------------
+    def call(self, what: str, attempt: Callable[[Endpoint], T], *, endpoints: tuple[Endpoint, ...] | None = None) -> tuple[T, Endpoint]:
+        """Run ``attempt`` on each endpoint in order until one succeeds."""
+        failures: list[tuple[Endpoint, str]] = []
+        definitive: list[errors.HubError] = []
+        for endpoint in endpoints or self.endpoints:
+            for retry in range(RETRIES_PER_ENDPOINT):
+                try:
+                    return attempt(endpoint), endpoint
+                except DefinitiveAnswer as answer:
+                    definitive.append(answer.error)
+                    failures.append((endpoint, str(answer.error)))
+                    break
+                except EndpointFailure as failure:
+                    wait = failure.retry_after
+                    last = retry == RETRIES_PER_ENDPOINT - 1
+                    if wait is not None and wait <= MAX_RETRY_AFTER and not last:
+                        time.sleep(wait)
+                        continue
+                    if wait is None and not last and "HTML" not in failure.reason and "malformed" not in failure.reason:
+                        time.sleep(0.2)
+                        continue
+                    failures.append((endpoint, failure.reason))
+                    if len(self.endpoints) > 1:
+                        self._warn(f"{endpoint.name}: {failure.reason}; trying the next endpoint")
+                    break
+        if definitive and len(definitive) == len(failures):
+            raise definitive[0]
+        detail = "; ".join(f"{endpoint.name}: {reason}" for endpoint, reason in failures)
+        raise errors.HubError(
+            f"could not {what} from any endpoint ({detail}). Check your network, or add a mirror with "
+            "--endpoint URL or [[hub.endpoints]] in the config.")
+
+    # -- protocol ------------------------------------------------------------------------
+    def resolve_commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[str, Endpoint]:
+        def attempt(endpoint: Endpoint) -> str:
+            path = f"{_api_prefix(repo_type)}/{repo_id}/revision/{_quote_revision(revision)}"
+            response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
+            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint)
+            data = _read_json(response, endpoint)
+            if not isinstance(data, dict):
+                raise EndpointFailure("answered a revision request with something that is not an object")
+            try:
+                return check_commit(data.get("sha"), source=endpoint.name)
+            except errors.UnsafeServerResponse as exc:
+                raise EndpointFailure(str(exc)) from None
+
+        return self.call(f"resolve {repo_id}@{revision}", attempt)
+
+    def list_files(self, repo_id: str, commit: str, repo_type: str = "model") -> tuple[list[RemoteFile], Endpoint]:
+        def attempt(endpoint: Endpoint) -> list[RemoteFile]:
+            path: str | None = f"{_api_prefix(repo_type)}/{repo_id}/tree/{commit}?recursive=true&expand=false"
+            files: list[RemoteFile] = []
+            pages = 0
+            while path:
+                pages += 1
+                if pages > 10_000:
+                    raise EndpointFailure("tree listing did not end after 10000 pages")
+                response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint)
+                entries = _read_json(response, endpoint)
+                if not isinstance(entries, list):
+                    raise EndpointFailure("answered a tree request with something that is not a list")
+                files.extend(parse_tree(entries, source=endpoint.name))
+                path = _next_page(response, endpoint)
+            return files
+
+        return self.call(f"list the files of {repo_id}@{commit[:8]}", attempt)
+
+    def open_file(
+        self,
+        endpoint: Endpoint,
+        repo_id: str,
+        commit: str,
+        remote: RemoteFile,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        repo_type: str = "model",
+    ) -> Response:
+        """GET a file (or a byte range of it) at an exact commit, checking the answer is the file.
+
+        Returns a response whose status is 200 (whole file) or 206 (the range asked for).
+        """
+        path = f"{_resolve_prefix(repo_type)}/{repo_id}/resolve/{commit}/{quote(remote.path)}"
+        headers = {}
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        response = self.transport.request(endpoint, "GET", path, headers=headers)
+        try:
+            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+            check_file_response(response, remote, commit, start=start, end=end)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+
+def check_file_response(response: Response, remote: RemoteFile, commit: str, *, start: int, end: int | None) -> None:
+    """A file answer must be that file at that commit, not an error page or another version."""
+    if "text/html" in (response.headers.get("Content-Type") or "").lower() and not remote.path.endswith((".html", ".htm")):
+        raise EndpointFailure(f"answered {remote.path} with an HTML page (a captive portal or an error page?)")
+    served_commit = response.header("X-Repo-Commit")
+    if served_commit is None:
+        raise EndpointFailure(f"answered {remote.path} without X-Repo-Commit: not a Hub-protocol file answer")
+    if served_commit != commit:
+        raise EndpointFailure(f"served {remote.path} from commit {served_commit[:12]}, not {commit[:12]}")
+    etag = (response.header("X-Linked-Etag") or response.header("ETag") or "").strip().removeprefix("W/").strip('"')
+    if etag and etag != remote.etag:
+        raise EndpointFailure(f"served {remote.path} with etag {etag[:16]}, expected {remote.etag[:16]}")
+    if response.status == 206:
+        content_range = response.headers.get("Content-Range", "")
+        expected = f"bytes {start}-{(end if end is not None else remote.size) - 1}/{remote.size}"
+        if content_range.strip() != expected:
+            raise EndpointFailure(f"answered a range request for {remote.path} with {content_range!r}, expected {expected!r}")
+    elif response.status == 200:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) != remote.size:
+            raise EndpointFailure(f"announced {length} bytes for {remote.path}, the tree says {remote.size}")
+    else:
+        raise EndpointFailure(f"answered {remote.path} with unexpected HTTP {response.status}")
+
+
+def parse_tree(entries: list, *, source: str) -> list[RemoteFile]:
+    files = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise errors.UnsafeServerResponse(f"{source} sent a malformed tree entry {entry!r}. Use another endpoint.")
+        kind = entry.get("type")
+        path = check_remote_path(entry.get("path"), source=source)
+        if kind == "directory":
+            continue
+        if kind != "file":
+            raise errors.UnsafeServerResponse(f"{source} sent a tree entry of unknown type {kind!r}. Use another endpoint.")
+        lfs = entry.get("lfs")
+        if isinstance(lfs, dict):
+            etag = check_etag(lfs.get("oid"), source=source, path=path)
+            size = check_size(lfs.get("size", entry.get("size")), source=source, path=path)
+        else:
+            etag = check_etag(entry.get("oid"), source=source, path=path)
+            size = check_size(entry.get("size"), source=source, path=path)
+        files.append(RemoteFile(path=path, size=size, etag=etag, lfs=isinstance(lfs, dict)))
+    return files
+
+
+def _next_page(response: Response, endpoint: Endpoint) -> str | None:
+    link = response.headers.get("Link") or ""
+    for part in link.split(","):
+        if 'rel="next"' in part and "<" in part and ">" in part:
+            url = part[part.index("<") + 1 : part.index(">")]
+            if url.startswith(endpoint.url):
+                return url[len(endpoint.url):]
+            if url.startswith("/"):
+                return url
+            raise EndpointFailure(f"tree pagination points to another host ({url.split('/')[2] if '://' in url else url})")
+    return None

@@ -1,0 +1,275 @@
+"""Pull a model: plan (which files, at which commit) -> fetch (parallel, resumable, verified,
+with endpoint fallback) -> commit (snapshot links, then refs).
+
+A file appears in the snapshot only after its blob is complete and verified; a ref is written
+only after every file of the snapshot is in place.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import errors
+from .config import Config, load_config
+from .download import Transfer, fetch_blob
+from .events import EventSink, FileFinished, Notice, PlanReady, ignore
+from .hub import HubClient, RemoteFile
+from .layout import RepoPaths, relative_blob_link
+from .manifest import ManifestEntry, missing_files, write_manifest
+from .refs import DEFAULT_REVISION, ModelRef, is_commit, parse_ref
+from .selection import select_files
+from .units import format_size
+
+DISK_MARGIN = 64 * 1024 * 1024  # keep this much free beyond what the pull needs
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    repo_id: str
+    commit: str
+    revision: str
+    path: Path
+    repo_type: str = "model"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    path: str
+    size: int
+    etag: str
+    lfs: bool
+    cached: bool
+    partial_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+    cache_dir: Path
+    files: tuple[PlannedFile, ...]
+    skipped: tuple[str, ...]
+    endpoint: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def fetch_bytes(self) -> int:
+        return sum(f.size - f.partial_bytes for f in self.files if not f.cached)
+
+    @property
+    def to_fetch(self) -> tuple[PlannedFile, ...]:
+        return tuple(f for f in self.files if not f.cached)
+
+
+@dataclass(frozen=True)
+class PullResult:
+    plan: PullPlan | None
+    snapshot: Snapshot
+    downloaded: int = 0  # files fetched now
+    reused: int = 0  # files already in the cache
+    seconds: float = 0.0
+    dry_run: bool = False
+
+
+def _as_ref(ref: str | ModelRef, config: Config) -> ModelRef:
+    parsed = parse_ref(ref, aliases=config.aliases()) if isinstance(ref, str) else ref
+    if parsed.is_local:
+        raise errors.InvalidReference(f"{parsed} is a local directory: there is nothing to pull; run or load it directly.")
+    return parsed
+
+
+def find_cached(ref: ModelRef, config: Config, *, repo_type: str = "model") -> Snapshot | None:
+    """A complete cached snapshot for ``ref`` in any cache directory, without the network."""
+    revision = ref.revision_or_default
+    for cache_dir in config.cache_dirs:
+        paths = RepoPaths(cache_dir, ref.repo_id, repo_type)
+        commit = revision if is_commit(revision) else paths.read_ref(revision)
+        if commit is None or not paths.snapshot(commit).is_dir():
+            continue
+        if missing_files(paths, commit):
+            continue
+        return Snapshot(ref.repo_id, commit, revision, paths.snapshot(commit), repo_type)
+    return None
+
+
+def ensure_snapshot(ref: ModelRef | str, config: Config | None = None, *, on_event: EventSink = ignore) -> Snapshot:
+    """The cached snapshot for ``ref``, pulling it first when it is not complete in the cache.
+
+    A cached model is used as is, without asking the Hub for updates (``pull`` does that).
+    """
+    config = config or load_config()
+    ref = _as_ref(ref, config)
+    cached = find_cached(ref, config)
+    if cached is not None:
+        return cached
+    return pull(ref, config=config, on_event=on_event).snapshot
+
+
+def pull(
+    ref: ModelRef | str,
+    *,
+    config: Config | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    all_files: bool = False,
+    dry_run: bool = False,
+    connections: int | None = None,
+    repo_type: str = "model",
+    on_event: EventSink = ignore,
+) -> PullResult:
+    """Download what ``from_pretrained`` needs for ``ref`` into the cache and return its snapshot."""
+    started = time.monotonic()
+    config = config or load_config()
+    ref = _as_ref(ref, config)
+    if config.offline:
+        cached = find_cached(ref, config, repo_type=repo_type)
+        if cached is None:
+            raise errors.OfflineError(
+                f"{ref} is not in the cache and offline mode is on (HF_HUB_OFFLINE or --offline): "
+                "pull it while online, or unset HF_HUB_OFFLINE.")
+        return PullResult(None, cached, dry_run=dry_run)
+
+    client = HubClient(config, on_warning=lambda message: on_event(Notice(message)))
+    plan = plan_pull(client, ref, config, include=include, exclude=exclude, all_files=all_files, repo_type=repo_type)
+    paths = RepoPaths(plan.cache_dir, plan.repo_id, repo_type)
+    snapshot = Snapshot(plan.repo_id, plan.commit, plan.revision, paths.snapshot(plan.commit), repo_type)
+    if dry_run:
+        return PullResult(plan, snapshot, dry_run=True)
+
+    check_free_space(plan)
+    on_event(PlanReady(plan.fetch_bytes, len(plan.to_fetch)))
+    write_manifest(paths, plan.repo_id, plan.commit, [ManifestEntry(f.path, f.size, f.etag) for f in plan.files])
+    transfer = Transfer(
+        client=client, paths=paths, repo_id=plan.repo_id, commit=plan.commit, repo_type=repo_type,
+        endpoints=config.endpoints, connections=connections or config.connections,
+        slots=threading.Semaphore(connections or config.connections), emit=on_event,
+    )
+    downloaded = _fetch_all(transfer, plan)
+    if not is_commit(plan.revision):
+        _write_ref(paths, plan.revision, plan.commit)
+    return PullResult(plan, snapshot, downloaded=downloaded, reused=len(plan.files) - downloaded,
+                      seconds=time.monotonic() - started)
+
+
+def plan_pull(
+    client: HubClient,
+    ref: ModelRef,
+    config: Config,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    all_files: bool = False,
+    repo_type: str = "model",
+) -> PullPlan:
+    revision = ref.revision_or_default
+    if is_commit(revision):
+        commit, endpoint = revision, config.endpoints[0]
+    else:
+        commit, endpoint = client.resolve_commit(ref.repo_id, revision, repo_type)
+    remote_files, endpoint = client.list_files(ref.repo_id, commit, repo_type)
+    by_path = {f.path: f for f in remote_files}
+    chosen = select_files(list(by_path), include=include, exclude=exclude, all_files=all_files)
+    if not chosen:
+        raise errors.EntryNotFound(
+            f"no file of {ref.repo_id}@{commit[:8]} matches the selection: check --include / --exclude "
+            f"(the repo has: {', '.join(sorted(by_path)[:8])}{', ...' if len(by_path) > 8 else ''}).")
+    paths = RepoPaths(config.cache_dir, ref.repo_id, repo_type)
+    planned = tuple(_plan_file(paths, commit, by_path[path]) for path in chosen)
+    skipped = tuple(sorted(set(by_path) - set(chosen)))
+    return PullPlan(ref.repo_id, repo_type, revision, commit, config.cache_dir, planned, skipped, endpoint.name)
+
+
+def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile:
+    blob = paths.blob(remote.etag)
+    try:
+        cached = os.stat(blob).st_size == remote.size
+    except OSError:
+        cached = False
+    partial = 0
+    if not cached:
+        try:
+            partial = min(os.path.getsize(paths.incomplete(remote.etag)), remote.size)
+        except OSError:
+            partial = 0
+    return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial)
+
+
+def check_free_space(plan: PullPlan) -> None:
+    plan.cache_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(plan.cache_dir).free
+    needed = plan.fetch_bytes
+    if needed + DISK_MARGIN > free and needed > 0:
+        raise errors.DiskSpaceError(
+            f"not enough free space in {plan.cache_dir}: the pull needs {format_size(needed)} more, "
+            f"{format_size(free)} is free. Free space (modelmgr prune, modelmgr rm) or point HF_HUB_CACHE at a larger disk.")
+
+
+def _fetch_all(transfer: Transfer, plan: PullPlan) -> int:
+    """Fetch every missing blob (largest first, so big transfers overlap) and link each file."""
+    remotes = [RemoteFile(f.path, f.size, f.etag, f.lfs) for f in plan.files]
+    downloaded = 0
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(remote: RemoteFile) -> None:
+        nonlocal downloaded
+        try:
+            fetched = fetch_blob(transfer, remote)
+            link_snapshot_file(transfer.paths, plan.commit, remote)
+            transfer.emit(FileFinished(remote.path, remote.size, reused=not fetched))
+            if fetched:
+                with lock:
+                    downloaded += 1
+        except BaseException as exc:  # collected: other files go on, so a rerun has less to do
+            failures.append(exc)
+
+    order = sorted(remotes, key=lambda r: r.size, reverse=True)
+    workers = max(1, min(transfer.connections, len(order)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
+        list(pool.map(one, order))
+    if failures:
+        for exc in failures:
+            if isinstance(exc, (KeyboardInterrupt, errors.DiskSpaceError, errors.UnsafeServerResponse)):
+                raise exc
+        raise failures[0]
+    return downloaded
+
+
+def link_snapshot_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> None:
+    """Point ``snapshots/{commit}/{path}`` at its blob, atomically, as huggingface_hub does."""
+    link = paths.snapshot(commit) / remote.path
+    blob = paths.blob(remote.etag)
+    target = relative_blob_link(link, blob)
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:
+        pass
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        os.symlink(target, tmp)
+    except OSError:
+        shutil.copyfile(blob, tmp)  # filesystems without symlinks get copies, like huggingface_hub
+    os.replace(tmp, link)
+
+
+def _write_ref(paths: RepoPaths, revision: str, commit: str) -> None:
+    ref = paths.ref(revision)
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    if paths.read_ref(revision) == commit:
+        return
+    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+    tmp.write_text(commit)
+    os.replace(tmp, ref)

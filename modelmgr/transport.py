@@ -1,0 +1,213 @@
+"""HTTP for the Hub protocol on the standard library: kept-alive connections, manual redirects
+and a token policy that never lets a credential leave the host it was meant for.
+
+The standard library rather than httpx or requests: it imports in milliseconds, and every
+decision that matters here (which header goes where, what a redirect keeps) stays visible.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+from . import __version__
+from .config import Endpoint
+
+log = logging.getLogger("modelmgr.http")
+
+MAX_REDIRECTS = 5
+USER_AGENT = f"modelmgr/{__version__}"
+# Headers a Hub puts on the resolve response, which a CDN redirect target does not repeat.
+METADATA_HEADERS = ("x-repo-commit", "etag", "x-linked-etag", "x-linked-size", "x-error-code")
+
+
+class EndpointFailure(Exception):
+    """This endpoint failed in a way another endpoint may not: try the next one.
+
+    ``retry_after`` is set for 429/503 answers that asked the client to come back later.
+    """
+
+    def __init__(self, reason: str, *, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+@dataclass
+class Response:
+    status: int
+    headers: http.client.HTTPMessage
+    url: str
+    metadata: dict[str, str] = field(default_factory=dict)  # from every hop of the redirect chain
+    _raw: http.client.HTTPResponse | None = None
+    _pool: "_Pool | None" = None
+    _key: tuple[str, str] | None = None
+
+    def header(self, name: str) -> str | None:
+        return self.metadata.get(name.lower()) or self.headers.get(name)
+
+    def readinto(self, buffer: memoryview) -> int:
+        assert self._raw is not None
+        return self._raw.readinto(buffer)
+
+    def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        assert self._raw is not None
+        data = self._raw.read(limit + 1)
+        if len(data) > limit:
+            self.close()
+            raise EndpointFailure(f"answer larger than {limit} bytes")
+        self.release()
+        return data
+
+    def release(self) -> None:
+        """Return the connection for reuse once the body has been read to the end."""
+        if self._raw is not None and not self._raw.isclosed():
+            self.close()  # unread bytes would corrupt the next answer on this connection
+        self._raw = None
+
+    def close(self) -> None:
+        """Drop the connection (a body left unread cannot be reused)."""
+        if self._pool is not None and self._key is not None:
+            self._pool.drop(self._key)
+        self._raw = None
+
+
+class _Pool:
+    """One kept-alive connection per (thread, host): threads never share a socket."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _conns(self) -> dict:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        return conns
+
+    def get(self, key: tuple[str, str], timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        conns = self._conns()
+        conn = conns.get(key)
+        if conn is not None:
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            return conn, True
+        scheme, netloc = key
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(netloc, timeout=timeout)
+        else:
+            conn = http.client.HTTPConnection(netloc, timeout=timeout)
+        conns[key] = conn
+        return conn, False
+
+    def drop(self, key: tuple[str, str]) -> None:
+        conn = self._conns().pop(key, None)
+        if conn is not None:
+            conn.close()
+
+
+def token_allowed(endpoint: Endpoint, url: str) -> bool:
+    """A token goes only to the endpoint's own host, and only when the user allowed that host."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if host != (urlsplit(endpoint.url).hostname or "").lower():
+        return False
+    if endpoint.send_token:
+        return True
+    return parts.scheme == "https" and host == "huggingface.co"
+
+
+class Transport:
+    def __init__(self, *, token: str | None = None):
+        self._token = token
+        self._pool = _Pool()
+
+    def __repr__(self) -> str:  # never show the token, not even in a debugger or a traceback
+        return f"Transport(token={'***' if self._token else None})"
+
+    def request(
+        self,
+        endpoint: Endpoint,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Response:
+        """Send one request, following redirects; the body is left for the caller to read."""
+        url = endpoint.url + path
+        timeout = timeout or endpoint.timeout
+        metadata: dict[str, str] = {}
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._send(endpoint, method, url, headers or {}, timeout)
+            for name in METADATA_HEADERS:
+                value = response.headers.get(name)
+                if value is not None:
+                    metadata.setdefault(name, value)
+            response.metadata = metadata
+            if response.status in (301, 302, 303, 307, 308) and response.headers.get("Location"):
+                location = urljoin(url, response.headers["Location"])
+                if not location.startswith(("http://", "https://")):
+                    response.close()
+                    raise EndpointFailure(f"redirected to an unsupported location {location!r}")
+                self._drain(response)
+                log.debug("%s %s -> %d redirect to %s", method, _safe_url(url), response.status, _safe_url(location))
+                url = location
+                continue
+            log.debug("%s %s -> %d", method, _safe_url(url), response.status)
+            return response
+        raise EndpointFailure(f"more than {MAX_REDIRECTS} redirects")
+
+    @staticmethod
+    def _drain(response: Response) -> None:
+        try:
+            response.read(limit=1024 * 1024)
+        except (EndpointFailure, OSError, http.client.HTTPException):
+            response.close()
+
+    def _send(self, endpoint: Endpoint, method: str, url: str, headers: dict[str, str], timeout: float) -> Response:
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        send_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
+        if self._token and token_allowed(endpoint, url):
+            send_headers["Authorization"] = f"Bearer {self._token}"
+        for attempt in (1, 2):
+            conn, reused = self._pool.get(key, timeout)
+            try:
+                conn.request(method, target, headers=send_headers)
+                raw = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._pool.drop(key)
+                if reused and attempt == 1:
+                    continue  # a kept-alive socket the server had already closed: not a failure
+                raise EndpointFailure(_describe(exc, parts.netloc, timeout)) from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._pool.drop(key)
+                raise EndpointFailure(_describe(exc, parts.netloc, timeout)) from None
+            if method == "HEAD":
+                raw.read()
+            return Response(raw.status, raw.headers, url, _raw=raw, _pool=self._pool, _key=key)
+        raise AssertionError("unreachable")
+
+
+def _describe(exc: BaseException, netloc: str, timeout: float) -> str:
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"no answer from {netloc} within {timeout:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection to {netloc} refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {netloc}"
+    if isinstance(exc, ConnectionResetError):
+        return f"connection to {netloc} reset"
+    if isinstance(exc, http.client.HTTPException):
+        return f"broken HTTP answer from {netloc} ({type(exc).__name__})"
+    return f"{netloc}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def _safe_url(url: str) -> str:
+    """URLs are logged without query strings: signed CDN URLs carry credentials there."""
+    return url.split("?", 1)[0]
