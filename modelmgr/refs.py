@@ -91,7 +91,10 @@ def parse_ref(text: str, *, aliases: dict[str, tuple[str, str | None]] | None = 
     text = text.strip()
     if not text:
         raise InvalidReference("empty model reference: give 'org/name', 'org/name@revision' or a local directory.")
-    if text.startswith(("./", "../", "/", "~")) or text in (".", ".."):
+    # "../x" is a path only when that folder exists: otherwise it is a mistyped id, and the
+    # user learns what a valid id looks like rather than that some folder is missing.
+    relative_parent = text.startswith("../") or text == ".."
+    if text.startswith(("./", "/", "~")) or text == "." or relative_parent and os.path.isdir(text):
         path = Path(os.path.expanduser(text)).resolve()
         if not path.is_dir():
             raise InvalidReference(f"local model directory {text!r} does not exist (resolved to {path}).")

@@ -1,0 +1,119 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from modelmgr.config import HUGGINGFACE_CO, load_config
+from modelmgr.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_defaults_follow_huggingface_hub(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    config = load_config()
+    assert config.cache_dir == tmp_path / "home" / "hub"
+    assert [e.url for e in config.endpoints] == [HUGGINGFACE_CO]
+    assert config.endpoints[0].send_token is True
+    assert config.offline is False
+
+
+def test_hf_hub_cache_beats_hf_home_and_config(monkeypatch, tmp_path):
+    write(Path(os.environ["MODELMGR_CONFIG"]), f'[cache]\ndir = "{tmp_path / "from-config"}"\n')
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "from-env"))
+    config = load_config()
+    assert config.cache_dir == tmp_path / "from-env"
+    assert config.sources["cache.dir"] == "environment $HF_HUB_CACHE"
+    monkeypatch.delenv("HF_HUB_CACHE")
+    monkeypatch.delenv("HF_HOME")
+    config = load_config()
+    assert config.cache_dir == tmp_path / "from-config"
+    assert config.sources["cache.dir"].startswith("user file ")
+
+
+def test_endpoints_flags_then_environment_then_config(monkeypatch):
+    write(Path(os.environ["MODELMGR_CONFIG"]), """
+[[hub.endpoints]]
+url = "http://mirror-a.example"
+name = "a"
+send_token = true
+
+[[hub.endpoints]]
+url = "http://mirror-b.example/"
+timeout = 5
+""")
+    monkeypatch.setenv("HF_ENDPOINT", "http://env.example")
+    config = load_config(flag_endpoints=("http://flag.example",))
+    assert [e.url for e in config.endpoints] == [
+        "http://flag.example", "http://env.example", "http://mirror-a.example", "http://mirror-b.example"]
+    assert [e.send_token for e in config.endpoints] == [False, False, True, False]
+    assert config.endpoints[3].timeout == 5
+
+
+def test_project_file_beats_user_file_and_flags_beat_both(tmp_path):
+    write(Path(os.environ["MODELMGR_CONFIG"]), "[hub]\nconnections = 2\n[run]\nbackend = 'int8'\n")
+    project = write(Path.cwd() / "modelmgr.toml", "[hub]\nconnections = 3\n")
+    config = load_config()
+    assert config.connections == 3 and config.backend == "int8"
+    assert config.sources["hub.connections"] == f"project file {project}"
+    assert load_config(flags={"hub.connections": 7}).connections == 7
+
+
+def test_unknown_keys_warn_with_the_closest_valid_one():
+    write(Path(os.environ["MODELMGR_CONFIG"]), "[hub]\nconections = 2\n")
+    config = load_config()
+    assert any("unknown key 'hub.conections'" in w and "Did you mean 'hub.connections'?" in w for w in config.warnings)
+
+
+def test_invalid_toml_names_file_line_and_column():
+    path = write(Path(os.environ["MODELMGR_CONFIG"]), "[hub]\nconnections = = 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert str(path) in str(caught.value) and "line 2" in str(caught.value) and "column" in str(caught.value)
+
+
+def test_invalid_values_are_errors():
+    write(Path(os.environ["MODELMGR_CONFIG"]), "[hub]\nconnections = 0\n")
+    with pytest.raises(ConfigError, match="at least 1"):
+        load_config()
+
+
+def test_missing_explicit_config_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MODELMGR_CONFIG", str(tmp_path / "nope.toml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config()
+
+
+def test_aliases(tmp_path):
+    write(Path(os.environ["MODELMGR_CONFIG"]), """
+[models.tiny]
+id = "org/tiny"
+revision = "v1"
+backend = "cpu"
+trust_remote_code = false
+""")
+    config = load_config()
+    assert config.aliases() == {"tiny": ("org/tiny", "v1")}
+    assert config.models["tiny"].backend == "cpu"
+
+
+def test_token_from_environment_or_stored_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert load_config().token == "hf_secret"
+    assert "hf_secret" not in repr(load_config())
+    monkeypatch.delenv("HF_TOKEN")
+    write(Path(os.environ["HF_HOME"]) / "token", "hf_stored\n")
+    assert load_config().token == "hf_stored"
+
+
+def test_offline_from_environment(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_config().offline is True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "maybe")
+    with pytest.raises(ConfigError, match="true or false"):
+        load_config()
