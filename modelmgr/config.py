@@ -48,6 +48,7 @@ class ModelAlias:
     backend: str | None = None
     dtype: str | None = None
     trust_remote_code: bool = False
+    locked_commit: str | None = None  # from modelmgr.lock, when it locks this alias as configured
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Config:
         return self.cache_dirs[0]
 
     def aliases(self) -> dict[str, tuple[str, str | None]]:
-        return {name: (alias.id, alias.revision) for name, alias in self.models.items()}
+        return {name: (alias.id, alias.locked_commit or alias.revision) for name, alias in self.models.items()}
 
 
 def _as_bool(value: Any, key: str) -> bool:
@@ -303,6 +304,7 @@ def load_config(
             raise ConfigError(f"invalid endpoint {endpoint.url!r}: it must start with http:// or https://.")
         unique.setdefault(endpoint.url, endpoint)
 
+    locked = _locked_commits(cwd or Path.cwd())
     aliases = {}
     for name, (table, where) in models.items():
         if "id" not in table:
@@ -314,6 +316,7 @@ def load_config(
             backend=table.get("backend"),
             dtype=table.get("dtype"),
             trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
+            locked_commit=locked.get((name, table["id"], table.get("revision") or "main")),
         )
         sources[f"models.{name}"] = where
 
@@ -333,6 +336,19 @@ def load_config(
         files=tuple(consulted),
         warnings=tuple(warnings),
     )
+
+
+def _locked_commits(cwd: Path) -> dict[tuple[str, str, str], str]:
+    """(alias, id, revision) -> commit from the project's modelmgr.lock, if there is one."""
+    project = find_project_file(cwd)
+    lock = (project.parent if project else cwd) / "modelmgr.lock"
+    if not lock.is_file():
+        return {}
+    try:
+        data = read_toml(lock)
+        return {(m["name"], m["id"], m["revision"]): m["commit"] for m in data.get("model", [])}
+    except (ConfigError, KeyError, TypeError):
+        return {}  # `modelmgr sync` reports a broken lock; plain commands just ignore it
 
 
 def _find_token(environ: Mapping[str, str]) -> str | None:
