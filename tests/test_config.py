@@ -117,3 +117,16 @@ def test_offline_from_environment(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "maybe")
     with pytest.raises(ConfigError, match="true or false"):
         load_config()
+
+
+def test_config_example_documents_every_key_and_parses():
+    import tomllib
+
+    from modelmgr.config import SCHEMA
+
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    tomllib.loads(text)
+    for key in SCHEMA:
+        section, name = key.split(".")
+        assert f"[{section}]" in text, key
+        assert f"{name} =" in text or f"[[{key}]]" in text, f"{key} is not documented in config.example.toml"
