@@ -1,0 +1,53 @@
+"""Pytest fixtures over modelmgr.testing; enable with `pytest_plugins = ["modelmgr.testing.fixtures"]`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from . import TINY_MODEL_ID
+from .server import LocalHub
+from .tinymodel import tiny_model_files
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """The seeded tiny model's folder, built once per session. Read-only: copy it to change it."""
+    return tiny_model_files()
+
+
+def _stop_and_check(hub: LocalHub) -> None:
+    hub.stop()
+    # A server bug would otherwise hide behind whatever the client made of a 500.
+    assert not hub.errors, "LocalHub hit internal errors:\n" + "\n".join(hub.errors)
+
+
+@pytest.fixture
+def local_hub(tiny_model_dir: Path) -> Iterator[LocalHub]:
+    """A started LocalHub serving the tiny model as TINY_MODEL_ID at main."""
+    hub = LocalHub()
+    hub.add_repo(TINY_MODEL_ID, tiny_model_dir)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        _stop_and_check(hub)
+
+
+@pytest.fixture
+def hub_factory() -> Iterator[Callable[..., LocalHub]]:
+    """Make more started hubs (`hub_factory()`, keyword arguments go to LocalHub); all stop at teardown."""
+    hubs: list[LocalHub] = []
+
+    def make(**kwargs: object) -> LocalHub:
+        hub = LocalHub(**kwargs)  # type: ignore[arg-type]
+        hubs.append(hub)
+        return hub.start()
+
+    try:
+        yield make
+    finally:
+        for hub in hubs:
+            _stop_and_check(hub)
