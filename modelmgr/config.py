@@ -70,11 +70,25 @@ class Config:
 
     @property
     def cache_dir(self) -> Path:
-        """Where modelmgr writes: the first cache directory (the others are read-only extras)."""
-        return self.cache_dirs[0]
+        """Where modelmgr writes: the first cache directory it can write to. The others are only
+        read, so a personal cache can sit in front of a read-only team cache."""
+        for directory in self.cache_dirs:
+            if _writable(directory):
+                return directory
+        return self.cache_dirs[0]  # nothing is writable: let the write fail with the OS's reason
 
     def aliases(self) -> dict[str, tuple[str, str | None]]:
         return {name: (alias.id, alias.locked_commit or alias.revision) for name, alias in self.models.items()}
+
+
+def _writable(directory: Path) -> bool:
+    """An existing folder we may write in, or one we could create."""
+    path = directory
+    while not path.exists():
+        if path.parent == path:
+            return False
+        path = path.parent
+    return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
 def _as_bool(value: Any, key: str) -> bool:

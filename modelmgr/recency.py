@@ -1,0 +1,64 @@
+"""When each model was last run or loaded, for ``list`` and for ``prune``'s LRU eviction.
+
+The store is one empty marker file per repo under ``{cache}/.modelmgr/last-used/``, and the time
+is its mtime. Recording a use is a single ``utime`` (or an exclusive create), so any number of
+processes and users can record at once without a lock and nothing can be half-written. It lives in
+the cache, not in a home folder, because a shared cache must be evicted by everyone's use.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from .layout import folder_name
+
+STORE = Path(".modelmgr") / "last-used"
+
+
+def _marker(cache_dir: Path, repo_id: str, repo_type: str = "model") -> Path:
+    return cache_dir / STORE / folder_name(repo_id, repo_type)
+
+
+def record_use(cache_dir: Path, repo_id: str, repo_type: str = "model", *, when: float | None = None) -> None:
+    """Note that the model was used now. A read-only cache is simply not recorded in."""
+    marker = _marker(cache_dir, repo_id, repo_type)
+    stamp = time.time() if when is None else when
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.utime(marker, (stamp, stamp))
+        except FileNotFoundError:
+            marker.touch()
+            os.utime(marker, (stamp, stamp))
+    except OSError:
+        pass  # usage tracking must never stop a model from running
+
+
+def last_used(cache_dir: Path, repo_id: str, repo_type: str = "model") -> float | None:
+    try:
+        return os.stat(_marker(cache_dir, repo_id, repo_type)).st_mtime
+    except OSError:
+        return None
+
+
+def all_last_used(cache_dir: Path) -> dict[str, float]:
+    """Folder name (``models--org--name``) -> last use, for every recorded repo."""
+    found: dict[str, float] = {}
+    try:
+        with os.scandir(cache_dir / STORE) as entries:
+            for entry in entries:
+                try:
+                    found[entry.name] = entry.stat().st_mtime
+                except OSError:
+                    continue
+    except OSError:
+        pass
+    return found
+
+
+def forget(cache_dir: Path, repo_id: str, repo_type: str = "model") -> None:
+    try:
+        _marker(cache_dir, repo_id, repo_type).unlink()
+    except OSError:
+        pass
