@@ -73,8 +73,9 @@ class RemovalPlan:
             lines = [f"{repo.display_id}: revision(s) {labels}, frees {self.freed_str}"]
             for snapshot in self.snapshots:
                 lines.append(f"  snapshot {snapshot}")
+            refs_dir = Path(repo.path, "refs")
             for ref in self.refs:
-                lines.append(f"  ref      {ref.name if ref.parent.name == 'refs' else ref}")
+                lines.append(f"  ref      {ref.relative_to(refs_dir).as_posix()}")
             lines.append(f"  {len(self.blobs)} blob(s) no other revision uses" + (
                 f"; {self.kept_blobs} kept for the revisions that stay" if self.kept_blobs else ""
             ))

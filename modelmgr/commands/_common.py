@@ -1,7 +1,6 @@
 """What several commands share: loading the config with their flags, JSON output, tables."""
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any, Iterable, Sequence
 
@@ -19,6 +18,8 @@ def get_config(*, flags: dict[str, Any] | None = None, endpoints: Sequence[str] 
 
 
 def echo_json(data: Any) -> None:
+    import json  # only the --json paths pay for it
+
     click.echo(json.dumps(data, indent=2, default=str))
 
 

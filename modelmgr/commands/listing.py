@@ -28,7 +28,11 @@ def _kinds_summary(repos) -> str:
     counts: dict[str, int] = {}
     for repo in repos:
         counts[repo.repo_type] = counts.get(repo.repo_type, 0) + 1
-    parts = [f"{counts.get(kind, 0)} {kind}{'' if counts.get(kind, 0) == 1 else 's'}" for kind in ("model", "dataset", "space") if counts.get(kind) or kind == "model"]
+    parts = []
+    for kind in ("model", "dataset", "space"):
+        count = counts.get(kind, 0)
+        if count or kind == "model":
+            parts.append(f"{count} {kind}{'' if count == 1 else 's'}")
     return ", ".join(parts)
 
 
@@ -41,13 +45,16 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
 
     PATTERN filters IDs with shell wildcards (case-insensitive); without a wildcard it matches
     any part of the ID: `modelmgr list qwen`, `modelmgr list 'Qwen/*Instruct'`.
+
+    Repos unchanged since the last listing are read from a scan index in
+    $XDG_CACHE_HOME/modelmgr; set MODELMGR_SCAN_INDEX=0 to read everything afresh.
     """
     from ..cache import scan_cache, unique_size
     from ..units import format_age, format_size
     from ._common import echo_json, get_config, render_table
 
     config = get_config()
-    info = scan_cache(config.cache_dirs)
+    info = scan_cache(config.cache_dirs, reuse=True)
     for warning in info.warnings:
         click.echo(f"Warning: {warning}", err=True)
 

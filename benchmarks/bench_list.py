@@ -1,0 +1,207 @@
+"""``modelmgr list`` against ``hf cache ls`` on fabricated caches of 0, 100, 1000 and 5000 repos.
+
+Each repo has the shape of a small real model: five blobs (config, generation config, tokenizer,
+tokenizer config, weights), one snapshot of relative links, refs/main. The commands run as the
+installed console scripts next to this Python, alternating, after one warm-up run each; the
+table reports the median wall time of each and the ratios, and goes into docs/benchmarks.md
+under "## modelmgr list vs hf cache ls" (other sections of that file are kept).
+
+``modelmgr list`` is measured twice: as it runs by default (its scan index, built by the warm-up
+run, serves unchanged repos) and with ``MODELMGR_SCAN_INDEX=0`` (every repo read file by file,
+what the first ``list`` after a change costs). The caches are left to settle for a few seconds
+before the warm-up, since the index ignores folders changed within the last two seconds.
+Bytecode is cached for both tools (``PYTHONPYCACHEPREFIX`` in a temporary folder), as it is for
+any installed package, whatever ``PYTHONDONTWRITEBYTECODE`` says in the calling shell.
+
+    python benchmarks/bench_list.py                 # the full run, about a minute and a half
+    python benchmarks/bench_list.py --sizes 0 100 --repeat 3 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+SECTION = "## modelmgr list vs hf cache ls"
+TARGETS = {0: 1 / 3, 1000: 1 / 5}  # modelmgr's time / hf's time must not exceed these
+SETTLE_SECONDS = 2.5  # longer than modelmgr.cache.RACY_SECONDS
+BIN = Path(sys.executable).parent
+
+FILES = {
+    "config.json": 700,
+    "generation_config.json": 120,
+    "tokenizer.json": 4000,
+    "tokenizer_config.json": 900,
+    "model.safetensors": 20000,
+}
+
+
+def fabricate(cache: Path, repos: int) -> None:
+    """Write ``repos`` models the way huggingface_hub lays them out, as fast as plain os calls go."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for index in range(repos):
+        root = cache / f"models--bench-org--model-{index:05d}"
+        commit = hashlib.sha1(f"commit-{index}".encode()).hexdigest()
+        blobs, snapshot, refs = root / "blobs", root / "snapshots" / commit, root / "refs"
+        for folder in (blobs, snapshot, refs):
+            os.makedirs(folder)
+        for name, size in FILES.items():
+            content = (f"{index}:{name}:".encode() * (size // 8 + 1))[:size]
+            etag = hashlib.sha256(content).hexdigest()
+            with open(blobs / etag, "wb") as handle:
+                handle.write(content)
+            os.symlink(f"../../blobs/{etag}", snapshot / name)
+        (refs / "main").write_text(commit)
+
+
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess]:
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({result.returncode}):\n{result.stderr}")
+    return elapsed, result
+
+
+def measure(cache: Path, repos: int, repeat: int, env: dict[str, str]) -> dict:
+    env = {**env, "HF_HUB_CACHE": str(cache)}
+    cold_env = {**env, "MODELMGR_SCAN_INDEX": "0"}
+    ours = [str(BIN / "modelmgr"), "list"]
+    theirs = [str(BIN / "hf"), "cache", "ls"]
+    # Warm-up (it also builds modelmgr's scan index), and a check that every tool saw every repo.
+    _, listed = timed([*ours, "--json"], env)
+    assert len(json.loads(listed.stdout)) == repos, "modelmgr list missed repos"
+    _, cold_listed = timed([*ours, "--json"], cold_env)
+    assert cold_listed.stdout == listed.stdout, "modelmgr list differs with and without its index"
+    _, hf_listed = timed(theirs, env)
+    assert repos == 0 or hf_listed.stdout.count("bench-org/model-") == repos, "hf cache ls missed repos"
+    times: dict[str, list[float]] = {"modelmgr": [], "cold": [], "hf": []}
+    for _ in range(repeat):
+        times["modelmgr"].append(timed(ours, env)[0])
+        times["cold"].append(timed(ours, cold_env)[0])
+        times["hf"].append(timed(theirs, env)[0])
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "repos": repos,
+        "repeat": repeat,
+        **medians,
+        "ratio": medians["modelmgr"] / medians["hf"],
+        "cold_ratio": medians["cold"] / medians["hf"],
+    }
+
+
+def render(results: list[dict], command: str) -> str:
+    versions = {name: metadata.version(name) for name in ("modelmgr", "huggingface_hub", "click")}
+    lines = [
+        SECTION,
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {platform.machine()} {platform.system()}, "
+        f"{os.cpu_count()} CPUs (nproc), Python {platform.python_version()}, "
+        f"modelmgr {versions['modelmgr']}, huggingface_hub {versions['huggingface_hub']}, click {versions['click']}.",
+        "Each repo: five blobs (25.7 kB), one snapshot of relative links, refs/main. The commands run",
+        "as installed console scripts, alternating, after one warm-up run each; times are medians of",
+        "wall time including interpreter start-up, with bytecode cached for both tools. `modelmgr list`",
+        "is its default (unchanged repos served by its scan index, which the warm-up run built);",
+        "\"index off\" is `MODELMGR_SCAN_INDEX=0`, every repo read file by file, which is what the first",
+        "`list` after a change pays for the changed repos. Targets: modelmgr at most 1/3 of hf's time",
+        "on an empty cache and at most 1/5 with 1000 repos.",
+        "",
+        "| repos | runs | `modelmgr list` | index off | `hf cache ls` | ratio | ratio, index off | target |",
+        "|------:|-----:|----------------:|----------:|--------------:|------:|-----------------:|-------:|",
+    ]
+    for row in results:
+        target = TARGETS.get(row["repos"])
+        verdict = "" if target is None else f"≤ 1/{1 / target:.0f}: {'met' if row['ratio'] <= target else 'MISSED'}"
+        lines.append(
+            f"| {row['repos']} | {row['repeat']} | {row['modelmgr'] * 1000:.0f} ms | {row['cold'] * 1000:.0f} ms | "
+            f"{row['hf'] * 1000:.0f} ms | 1/{1 / row['ratio']:.1f} | 1/{1 / row['cold_ratio']:.1f} | {verdict} |"
+        )
+    lines += ["", "Reproduce:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    """Replace our section (up to the next '## ' heading) or append it; keep everything else."""
+    existing = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(existing):
+        updated = pattern.sub(lambda _: text + "\n", existing, count=1)
+    else:
+        updated = existing.rstrip("\n") + "\n\n" + text
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(updated.rstrip("\n") + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[0, 100, 1000, 5000])
+    parser.add_argument("--repeat", type=int, default=0, help="runs per command (default: 11, 5 for 5000+ repos)")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave docs/benchmarks.md alone")
+    args = parser.parse_args()
+    for script in ("modelmgr", "hf"):
+        if not (BIN / script).exists():
+            raise SystemExit(f"{BIN / script} not found: install modelmgr and huggingface_hub into this Python's environment.")
+
+    with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp:
+        config = Path(tmp, "config.toml")
+        config.write_text("")
+        env = {
+            **os.environ,
+            "MODELMGR_CONFIG": str(config),
+            "XDG_CACHE_HOME": str(Path(tmp, "xdg-cache")),  # where modelmgr keeps its scan index
+            "PYTHONPYCACHEPREFIX": str(Path(tmp, "pycache")),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "NO_COLOR": "1",
+        }
+        for variable in ("HF_HOME", "HF_ENDPOINT", "MODELMGR_CACHE_DIR", "HUGGINGFACE_HUB_CACHE",
+                         "MODELMGR_SCAN_INDEX", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(variable, None)
+        results = []
+        for repos in args.sizes:
+            cache = Path(tmp, f"hub-{repos}")
+            started = time.perf_counter()
+            fabricate(cache, repos)
+            built = time.perf_counter() - started
+            time.sleep(SETTLE_SECONDS)
+            repeat = args.repeat or (5 if repos >= 5000 else 11)
+            row = measure(cache, repos, repeat, env)
+            results.append(row)
+            print(
+                f"{repos:>5} repos (built in {built:.1f}s): modelmgr {row['modelmgr'] * 1000:7.1f} ms, "
+                f"index off {row['cold'] * 1000:7.1f} ms, hf {row['hf'] * 1000:7.1f} ms, "
+                f"ratio 1/{1 / row['ratio']:.1f} (index off 1/{1 / row['cold_ratio']:.1f})",
+                flush=True,
+            )
+            if repos >= 1000 and row["modelmgr"] > 0.9 * row["cold"]:
+                print("  note: the scan index hardly helped here; check that the caches had settled.", flush=True)
+            shutil.rmtree(cache)
+
+    command = "/work/venv/bin/python benchmarks/bench_list.py" if not sys.argv[1:] else " ".join(
+        ["python", "benchmarks/bench_list.py", *sys.argv[1:]]
+    )
+    text = render(results, command)
+    print()
+    print(text)
+    if not args.no_write:
+        write_section(text)
+        print(f"Wrote {DOC.relative_to(ROOT)}")
+    missed = [row for row in results if row["repos"] in TARGETS and row["ratio"] > TARGETS[row["repos"]]]
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
