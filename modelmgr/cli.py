@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 
 import click
 
@@ -79,6 +78,12 @@ def cli(debug: bool) -> None:
     """
 
 
+def _print_traceback() -> None:
+    import traceback  # only with --debug
+
+    traceback.print_exc()
+
+
 def _wants_debug(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("MODELMGR_DEBUG", "") not in ("", "0")
 
@@ -96,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except ModelmgrError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(f"Error: {exc}", err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -108,13 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         code = 0
     except OSError as exc:
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         click.echo(f"Error: {exc.strerror or exc}{where}. Check the path, its permissions and the free space.", err=True)
         code = 1
     except Exception as exc:  # noqa: BLE001 - the last line of defence for a user's terminal
         if debug:
-            traceback.print_exc()
+            _print_traceback()
         click.echo(f"Error: unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.", err=True)
         code = 1
     sys.exit(code or 0)

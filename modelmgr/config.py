@@ -6,7 +6,6 @@ Every effective value remembers which layer it came from, for ``modelmgr config 
 """
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from dataclasses import dataclass, field
@@ -17,10 +16,6 @@ from typing import Any, Callable, Mapping
 from .errors import ConfigError
 from .units import parse_size
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 HUGGINGFACE_CO = "https://huggingface.co"
 PROJECT_FILE = "modelmgr.toml"
@@ -202,6 +197,11 @@ def find_project_file(start: Path) -> Path | None:
 
 
 def read_toml(path: Path) -> dict:
+    # Imported here: most runs have no config file at all and should not pay for the parser.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
@@ -238,6 +238,7 @@ def _flatten(document: dict, path: Path, warnings: list[str]) -> tuple[dict[str,
 
 
 def _unknown(path: Path, key: str, valid: list[str]) -> str:
+    import difflib  # only for a typo in a config file
     close = difflib.get_close_matches(key, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"{path}: unknown key '{key}' ignored.{hint}"
