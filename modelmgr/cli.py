@@ -76,6 +76,15 @@ def cli(debug: bool) -> None:
       modelmgr list
       modelmgr rm Qwen/Qwen2.5-0.5B-Instruct
     """
+    if debug:
+        import logging
+
+        # Requests are logged as method, URL without its query string, and status: never headers.
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
+        logger = logging.getLogger("modelmgr")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
 
 
 def _print_traceback() -> None:
