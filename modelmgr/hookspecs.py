@@ -5,14 +5,15 @@ decorated by ``@modelmgr.hookimpl`` whose names match the stubs below.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .backends import Backend
+    from .backends import Backend, LoadOptions
+    from .modelinfo import ModelInfo
 
 PROJECT = "modelmgr"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -31,3 +32,15 @@ def register_backends(register: Callable[["Backend"], None]) -> None:
 @hookspec
 def register_commands(cli: "click.Group") -> None:
     """Add subcommands to the ``modelmgr`` command line with ``cli.add_command(command)``."""
+
+
+@hookspec(firstresult=True)
+def select_backend(info: "ModelInfo", options: "LoadOptions", backends: Mapping[str, "Backend"]) -> str | None:
+    """Choose the backend for ``--backend auto``: return the name of one of ``backends``, or None.
+
+    Stops at the first non-None result. When every implementation returns None, the built-in
+    rule applies: cuda, then int8 on a GPU, then cpu, the first that is available and fits.
+    The chosen backend is still checked for availability and memory fit; a plugin should use
+    ``backend.available()``, ``backend.estimate(info, options)`` and ``backend.free_memory()``
+    to return only one that fits. Not called when the user names a backend.
+    """

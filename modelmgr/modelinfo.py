@@ -296,7 +296,9 @@ def estimate_memory(
     ``runtime_bytes`` is what the backend's machinery costs before any weight (a CUDA context,
     the torch libraries); on top comes 10% of the weights for allocator slack, load-time
     temporaries and one forward pass's activations. It is an estimate to decide what fits, not
-    a promise: it errs a little high.
+    a promise: it errs a little high for the steady state. Loading can peak higher for a moment:
+    8-bit quantization passes each weight through a 16-bit copy (on a CPU, from a float32
+    checkpoint, the peak was about 2x the steady int8 size in benchmarks/bench_run.py).
     """
     per = BYTES_PER_DTYPE.get(dtype)
     if per is None:
