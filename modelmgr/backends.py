@@ -413,6 +413,11 @@ class LoadPlan:
             raise BackendError(f"ran out of memory loading {self.label} on {backend.name}: try --backend int8, a 16-bit --dtype or a smaller model.") from exc
         except Exception as exc:
             raise BackendError(f"the {backend.name} backend failed to load {self.label}: {type(exc).__name__}: {exc}") from exc
+        if self.model.repo_id is not None:
+            from .recency import record_use
+
+            # snapshots/{commit} -> the repo folder -> the cache it lives in: prune evicts by this.
+            record_use(self.path.parents[2], self.model.repo_id)
         return replace(loaded, load_seconds=time.perf_counter() - started)
 
 

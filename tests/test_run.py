@@ -99,8 +99,14 @@ def test_unknown_and_unavailable_backends(tiny_model_dir: Path, capsys: pytest.C
 
 
 def test_pulls_then_runs_then_runs_offline(local_hub, tiny_model_dir: Path, greedy_reply: str) -> None:
+    from modelmgr.recency import last_used
+
+    cache = Path(os.environ["HF_HUB_CACHE"])
+    before = time.time()
     result = invoke("run", TINY_MODEL_ID, QUESTION, *GREEDY, "--endpoint", local_hub.url)
     assert result.stdout == greedy_reply + "\n"
+    used = last_used(cache, TINY_MODEL_ID)
+    assert used is not None and used >= before - 1, "a run records the model's last use, for prune"
     local_hub.stop()
     assert invoke("run", TINY_MODEL_ID, QUESTION, *GREEDY, "--offline").stdout == greedy_reply + "\n"
 
