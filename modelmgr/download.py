@@ -22,14 +22,15 @@ from . import errors
 from .config import Endpoint
 from .events import BytesReceived, EventSink, FileStarted, Notice
 from .hashing import new_hasher
-from .hub import DefinitiveAnswer, HubClient, RemoteFile
+from .hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
 from .layout import RepoPaths
 from .locking import file_lock
 from .transport import EndpointFailure
 
 BUFFER = 1024 * 1024
 MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings
-STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress
+STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress...
+STATE_SECONDS = 1.0  # ...or after this long, so a slow link never loses more than a second's bytes
 SMALL_FILE = 4 * 1024 * 1024  # smaller files restart from zero instead of keeping state
 ATTEMPTS_PER_ENDPOINT = 2
 MAX_RESTARTS = 3
@@ -95,6 +96,7 @@ class _Progress:
         self.etag = etag
         self.size = size
         self.unsaved = 0
+        self.saved_at = time.monotonic()
         self.stop = False
 
     def prefix(self) -> int:
@@ -111,12 +113,13 @@ class _Progress:
         with self.cond:
             part.done += count
             self.unsaved += count
-            if self.unsaved >= STATE_EVERY:
+            if self.unsaved >= STATE_EVERY or time.monotonic() - self.saved_at >= STATE_SECONDS:
                 self.save_locked()
             self.cond.notify_all()
 
     def save_locked(self) -> None:
         self.unsaved = 0
+        self.saved_at = time.monotonic()
         if self.state_path is None:
             return
         data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
@@ -130,6 +133,23 @@ class _Progress:
     def save(self) -> None:
         with self.cond:
             self.save_locked()
+
+
+def state_file(paths: RepoPaths, etag: str) -> Path:
+    return paths.root / ".modelmgr" / "partial" / f"{etag}.json"
+
+
+def resumable_bytes(paths: RepoPaths, remote: RemoteFile) -> int:
+    """Bytes of a partial download the next pull will keep, as the download itself counts them.
+
+    Not the size of ``.incomplete``: ranges are written at their offsets, so a file fetched over
+    several connections is sparse and its size overstates what is there. Small files restart.
+    """
+    incomplete = paths.incomplete(remote.etag)
+    if remote.size <= SMALL_FILE or not incomplete.exists():
+        return 0
+    parts = load_parts(state_file(paths, remote.etag), incomplete, remote.etag, remote.size, 1)
+    return sum(p.done for p in parts)
 
 
 def load_parts(state_path: Path, incomplete: Path, etag: str, size: int, connections: int) -> list[Part]:
@@ -240,17 +260,24 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
     paths = transfer.paths
     paths.blobs.mkdir(parents=True, exist_ok=True)
     incomplete = paths.incomplete(remote.etag)
-    state_dir = paths.root / ".modelmgr" / "partial"
-    state_path = state_dir / f"{remote.etag}.json"
+    state_path = state_file(paths, remote.etag)
+    state_dir = state_path.parent
     keep_state = remote.size > SMALL_FILE
     if keep_state:
         state_dir.mkdir(parents=True, exist_ok=True)
     excluded: set[str] = set()
+    whole = not keep_state  # one connection from byte 0, no resume state
+    distrust_partial = False
     for restart in range(MAX_RESTARTS + len(transfer.endpoints)):
-        parts = load_parts(state_path, incomplete, remote.etag, remote.size, transfer.connections) if keep_state else split(remote.size, 0, 1)
-        if not keep_state or all(p.done == 0 for p in parts):
+        parts = split(remote.size, 0, 1) if whole else load_parts(state_path, incomplete, remote.etag, remote.size, transfer.connections)
+        if whole or all(p.done == 0 for p in parts):
             _truncate(incomplete)
         progress = _Progress(parts, state_path if keep_state else None, remote.etag, remote.size)
+        if keep_state and len(parts) > 1:
+            # Ranges are written at their own offsets, so the file has holes until it is done.
+            # Without a state file a later run would take that sparse file for a sequential
+            # prefix (load_parts' fallback) and resume after the holes: record the layout first.
+            progress.save()
         resumed = sum(p.done for p in parts)
         transfer.emit(FileStarted(remote.path, remote.size, resumed))
         if resumed:
@@ -262,15 +289,27 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
             hasher.start()
             _fetch_parts(transfer, remote, fd, progress, excluded, used)
             digest = hasher.finish()
+            if digest != remote.etag and resumed and not distrust_partial:
+                # The bytes found on disk may be what is wrong (a crash between writes, another
+                # tool's partial file): start over once before blaming any endpoint.
+                distrust_partial = True
+                _discard(incomplete, state_path)
+                transfer.emit(Notice(f"{remote.path}: the resumed download did not verify; starting the file over"))
+                continue
             if digest != remote.etag:
                 _discard(incomplete, state_path)
+                # The IntegrityError below passes the `except BaseException` that saves the state
+                # of an interrupted transfer: there is nothing left for a state file to describe.
+                progress.state_path = None
                 excluded |= used
                 names = ", ".join(sorted(used))
                 transfer.emit(Notice(f"{remote.path}: content hash mismatch from {names}; discarded"))
                 if all(e.url in excluded for e in transfer.endpoints):
+                    # Name every endpoint that served bad bytes, not only the last one tried.
+                    culprits = ", ".join(e.url for e in transfer.endpoints if e.url in excluded)
                     raise errors.IntegrityError(
                         f"{remote.path} failed verification: expected {'sha256' if len(remote.etag) == 64 else 'git sha1'} "
-                        f"{remote.etag}, got {digest} (from {names}). The bytes were discarded; try another endpoint.")
+                        f"{remote.etag}, got {digest} (from {culprits}). The bytes were discarded; try another endpoint.")
                 continue
             if transfer.fsync:
                 os.fsync(fd)
@@ -278,6 +317,10 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
             hasher.abandon()
             _discard(incomplete, state_path)
             transfer.emit(Notice(f"{remote.path}: the server ignored a byte range; starting the file over"))
+            # Over one connection from byte 0, which needs no Range. A fresh multi-part split
+            # would send range requests to the same server again and fail the same way until
+            # the restarts ran out (a file of 64 MiB or more could never be fetched from it).
+            whole = True
             continue
         except BaseException:
             hasher.abandon()
@@ -338,7 +381,9 @@ def _fetch_parts(transfer: Transfer, remote: RemoteFile, fd: int, progress: _Pro
 
 
 def _endpoint_order(transfer: Transfer, excluded: set[str]) -> list[Endpoint]:
-    return [e for e in transfer.endpoints if e.url not in excluded]
+    # The configured order, except that endpoints already given up on in this pull come last.
+    rank = {e.url: i for i, e in enumerate(transfer.client.ordered())}
+    return sorted((e for e in transfer.endpoints if e.url not in excluded), key=lambda e: rank.get(e.url, -1))
 
 
 def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) -> None:
@@ -357,13 +402,18 @@ def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) ->
                 if part.done > before:
                     attempts = 0  # a connection that delivered data is not a broken endpoint
                 attempts += 1
-                if failure.retry_after is not None and failure.retry_after <= 30 and attempts < ATTEMPTS_PER_ENDPOINT:
+                if failure.retry_after is not None and failure.retry_after > MAX_RETRY_AFTER:
+                    # Asked to come back in an hour: treat the endpoint as down now, as HubClient.call
+                    # does, rather than retrying it after 0.2 s and being refused again.
+                    attempts = ATTEMPTS_PER_ENDPOINT
+                if failure.retry_after is not None and attempts < ATTEMPTS_PER_ENDPOINT:
                     time.sleep(failure.retry_after)
                 elif attempts < ATTEMPTS_PER_ENDPOINT:
                     time.sleep(0.2)
                 if attempts >= ATTEMPTS_PER_ENDPOINT:
                     reasons.append(f"{endpoint.name}: {failure.reason}")
                     if len(transfer.endpoints) > 1:
+                        transfer.client.demote(endpoint)  # later files start with an endpoint that works
                         transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({failure.reason}); trying the next endpoint"))
             except DefinitiveAnswer as answer:
                 reasons.append(f"{endpoint.name}: {answer.error}")

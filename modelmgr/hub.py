@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
@@ -57,9 +59,14 @@ def _quote_revision(revision: str) -> str:
 def _retry_after(response: Response) -> float | None:
     value = response.headers.get("Retry-After")
     try:
-        return float(value) if value is not None else 1.0
+        seconds = float(value) if value is not None else 1.0
     except ValueError:
         return 1.0
+    # A hostile or broken server can send "-5" or "nan": time.sleep(-5) raises ValueError and
+    # "nan" compares false with every bound. Negative means "now"; nan means "unknown".
+    if math.isnan(seconds):
+        return 1.0
+    return max(0.0, seconds)
 
 
 def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint) -> None:
@@ -111,13 +118,30 @@ class HubClient:
         self.endpoints = config.endpoints
         self.transport = Transport(token=config.token)
         self._warn = on_warning or (lambda message: log.warning(message))
+        # Endpoints given up on during this pull, tried last from then on: a mirror that timed
+        # out on the revision would otherwise cost its full timeout (twice) again for the tree
+        # and for every file. They stay in the list, so a file only they have is still found.
+        self._demoted: list[str] = []
+        self._demoted_lock = threading.Lock()
+
+    def demote(self, endpoint: Endpoint) -> None:
+        with self._demoted_lock:
+            if endpoint.url not in self._demoted:
+                self._demoted.append(endpoint.url)
+
+    def ordered(self) -> tuple[Endpoint, ...]:
+        """The configured order, with endpoints that already failed in this pull moved last."""
+        with self._demoted_lock:
+            demoted = list(self._demoted)
+        healthy = [e for e in self.endpoints if e.url not in demoted]
+        return (*healthy, *sorted((e for e in self.endpoints if e.url in demoted), key=lambda e: demoted.index(e.url)))
 
     # -- fallback ------------------------------------------------------------------------
     def call(self, what: str, attempt: Callable[[Endpoint], T], *, endpoints: tuple[Endpoint, ...] | None = None) -> tuple[T, Endpoint]:
         """Run ``attempt`` on each endpoint in order until one succeeds."""
         failures: list[tuple[Endpoint, str]] = []
         definitive: list[errors.HubError] = []
-        for endpoint in endpoints or self.endpoints:
+        for endpoint in endpoints or self.ordered():
             for retry in range(RETRIES_PER_ENDPOINT):
                 try:
                     return attempt(endpoint), endpoint
@@ -136,6 +160,7 @@ class HubClient:
                         continue
                     failures.append((endpoint, failure.reason))
                     if len(self.endpoints) > 1:
+                        self.demote(endpoint)
                         self._warn(f"{endpoint.name}: {failure.reason}; trying the next endpoint")
                     break
         if definitive and len(definitive) == len(failures):
@@ -222,6 +247,11 @@ def check_file_response(response: Response, remote: RemoteFile, commit: str, *, 
     etag = (response.header("X-Linked-Etag") or response.header("ETag") or "").strip().removeprefix("W/").strip('"')
     if etag and etag != remote.etag:
         raise EndpointFailure(f"served {remote.path} with etag {etag[:16]}, expected {remote.etag[:16]}")
+    # The Hub's own statement of the file's size (on the answer or on its redirect): a mirror
+    # that disagrees with the tree is serving something else.
+    linked_size = (response.header("X-Linked-Size") or "").strip()
+    if linked_size and linked_size != str(remote.size):
+        raise EndpointFailure(f"announced X-Linked-Size {linked_size[:20]} for {remote.path}, the tree says {remote.size}")
     if response.status == 206:
         content_range = response.headers.get("Content-Range", "")
         expected = f"bytes {start}-{(end if end is not None else remote.size) - 1}/{remote.size}"

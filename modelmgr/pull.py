@@ -17,7 +17,7 @@ from typing import Sequence
 
 from . import errors
 from .config import Config, load_config
-from .download import Transfer, fetch_blob
+from .download import Transfer, fetch_blob, resumable_bytes
 from .events import EventSink, FileFinished, Notice, PlanReady, ignore
 from .hub import HubClient, RemoteFile
 from .layout import RepoPaths, relative_blob_link
@@ -196,12 +196,9 @@ def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile
         cached = os.stat(blob).st_size == remote.size
     except OSError:
         cached = False
-    partial = 0
-    if not cached:
-        try:
-            partial = min(os.path.getsize(paths.incomplete(remote.etag)), remote.size)
-        except OSError:
-            partial = 0
+    # What the download will really keep (the resume state, not the possibly sparse file's size,
+    # and nothing for small files, which restart): dry-run and the free-space check use it.
+    partial = 0 if cached else resumable_bytes(paths, remote)
     return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial)
 
 

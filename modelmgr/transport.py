@@ -109,15 +109,29 @@ class _Pool:
             conn.close()
 
 
-def token_allowed(endpoint: Endpoint, url: str) -> bool:
-    """A token goes only to the endpoint's own host, and only when the user allowed that host."""
+def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if host != (urlsplit(endpoint.url).hostname or "").lower():
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port (a hostile redirect): an origin nothing matches
+        return scheme, (parts.hostname or "").lower(), -1
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+def token_allowed(endpoint: Endpoint, url: str) -> bool:
+    """A token goes only to the endpoint's own origin, and only when the user allowed that host.
+
+    The origin is scheme, host and port, as browsers and httpx define it: a redirect to another
+    port of the same host is another server (a CDN, a proxy), and https -> http on the same host
+    would send the token in clear text.
+    """
+    origin = _origin(url)
+    if origin != _origin(endpoint.url):
         return False
     if endpoint.send_token:
         return True
-    return parts.scheme == "https" and host == "huggingface.co"
+    return origin == ("https", "huggingface.co", 443)
 
 
 class Transport:

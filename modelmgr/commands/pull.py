@@ -35,7 +35,7 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
     """
     from ..pull import pull as run_pull
     from ..units import format_size
-    from ..events import PlanReady
+    from ..events import Notice, PlanReady
     from ._progress import ProgressView
 
     config = get_config(flags={"hub.offline": offline, "hub.connections": connections}, endpoints=endpoints)
@@ -47,6 +47,10 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
             view = ProgressView(total_bytes=event.fetch_bytes)
         elif view is not None:
             view(event)
+        elif isinstance(event, Notice) and not as_json:
+            # Before the plan there is no view yet, but a notice (an endpoint failing over while
+            # resolving the revision or listing the tree) must still reach the user.
+            click.echo(f"note: {event.message}", err=True)
 
     try:
         result = run_pull(ref, config=config, include=include, exclude=exclude, all_files=all_files,
