@@ -21,6 +21,7 @@ from pathlib import Path
 from . import errors
 from .config import Endpoint
 from .events import BytesReceived, EventSink, FileStarted, Notice
+from .fsutil import make_dirs, open_shared, write_atomic
 from .hashing import new_hasher
 from .hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
 from .layout import RepoPaths
@@ -123,10 +124,8 @@ class _Progress:
         if self.state_path is None:
             return
         data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
-        tmp = self.state_path.with_name(f"{self.state_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.state_path)
+            write_atomic(self.state_path, json.dumps(data))
         except OSError:
             pass  # losing resume state costs a re-download, never correctness
 
@@ -258,13 +257,13 @@ def _present(blob: Path, size: int) -> bool:
 
 def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
     paths = transfer.paths
-    paths.blobs.mkdir(parents=True, exist_ok=True)
+    make_dirs(paths.blobs)
     incomplete = paths.incomplete(remote.etag)
     state_path = state_file(paths, remote.etag)
     state_dir = state_path.parent
     keep_state = remote.size > SMALL_FILE
     if keep_state:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(state_dir)
     excluded: set[str] = set()
     whole = not keep_state  # one connection from byte 0, no resume state
     distrust_partial = False
@@ -282,7 +281,7 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
         transfer.emit(FileStarted(remote.path, remote.size, resumed))
         if resumed:
             transfer.emit(BytesReceived(remote.path, resumed))
-        fd = os.open(incomplete, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_shared(incomplete, os.O_RDWR | os.O_CREAT)
         used: set[str] = set()
         hasher = _Hasher(fd, remote, progress)
         try:

@@ -79,6 +79,17 @@ class RepoPaths:
         except OSError:
             return None
 
+    def write_ref(self, name: str, commit: str) -> None:
+        """Point a branch or tag at a commit (atomically; untouched when already there)."""
+        from .fsutil import write_atomic
+
+        if self.read_ref(name) != commit:
+            write_atomic(self.ref(name), commit)
+
+    def manifest(self, commit: str) -> Path:
+        """modelmgr's record of the files a snapshot should hold (see manifest.py)."""
+        return self.root / ".modelmgr" / "manifests" / f"{commit}.json"
+
 
 def relative_blob_link(snapshot_file: Path, blob: Path) -> str:
     """The relative target huggingface_hub writes, so the cache can be moved as a whole."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import errors
 from .config import PROJECT_FILE, Config, find_project_file, read_toml
+from .fsutil import write_atomic
 from .hashing import hash_file
 from .layout import RepoPaths
 from .refs import ModelRef
@@ -90,9 +90,7 @@ def render_lock(models: list[LockedModel]) -> str:
 
 
 def write_lock(path: Path, models: list[LockedModel]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(render_lock(models))
-    os.replace(tmp, path)
+    write_atomic(path, render_lock(models))
 
 
 def build_lock(config: Config) -> list[LockedModel]:
@@ -180,14 +178,6 @@ def _write_ref(config: Config, model: LockedModel) -> None:
     offline. An existing ref is left alone: the cache may be shared with other projects."""
     from .refs import is_commit
 
-    if is_commit(model.revision):
-        return
     paths = RepoPaths(config.cache_dir, model.id)
-    if not paths.snapshot(model.commit).is_dir():
-        return
-    ref = paths.ref(model.revision)
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    if paths.read_ref(model.revision) is None:
-        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-        tmp.write_text(model.commit)
-        os.replace(tmp, ref)
+    if not is_commit(model.revision) and paths.snapshot(model.commit).is_dir() and paths.read_ref(model.revision) is None:
+        paths.write_ref(model.revision, model.commit)

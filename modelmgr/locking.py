@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
+from .fsutil import make_dirs, open_shared
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no advisory locks, content addressing still holds
@@ -20,8 +22,8 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, content ad
 
 @contextmanager
 def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    make_dirs(path.parent)
+    fd = open_shared(path, os.O_RDWR | os.O_CREAT)
     try:
         if fcntl is not None:
             try:

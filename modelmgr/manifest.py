@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .fsutil import write_atomic
 from .layout import RepoPaths
 
 
@@ -22,7 +23,7 @@ class ManifestEntry:
 
 
 def manifest_path(paths: RepoPaths, commit: str) -> Path:
-    return paths.root / ".modelmgr" / "manifests" / f"{commit}.json"
+    return paths.manifest(commit)
 
 
 def read_manifest(paths: RepoPaths, commit: str) -> dict[str, ManifestEntry] | None:
@@ -39,15 +40,12 @@ def write_manifest(paths: RepoPaths, repo_id: str, commit: str, entries: list[Ma
     merged = read_manifest(paths, commit) or {}
     merged.update({entry.path: entry for entry in entries})
     target = manifest_path(paths, commit)
-    target.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "repo_id": repo_id,
         "commit": commit,
         "files": [{"path": e.path, "size": e.size, "etag": e.etag} for e in sorted(merged.values(), key=lambda e: e.path)],
     }
-    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, target)
+    write_atomic(target, json.dumps(payload, indent=1))
 
 
 def missing_files(paths: RepoPaths, commit: str) -> list[str]:

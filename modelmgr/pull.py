@@ -20,6 +20,7 @@ from .config import Config, load_config
 from .download import Transfer, fetch_blob, resumable_bytes
 from .events import EventSink, FileFinished, Notice, PlanReady, ignore
 from .hub import HubClient, RemoteFile
+from .fsutil import make_dirs, share_new
 from .layout import RepoPaths, relative_blob_link
 from .manifest import ManifestEntry, missing_files, write_manifest
 from .refs import DEFAULT_REVISION, ModelRef, is_commit, parse_ref
@@ -157,7 +158,7 @@ def pull(
     )
     downloaded = _fetch_all(transfer, plan)
     if not is_commit(plan.revision):
-        _write_ref(paths, plan.revision, plan.commit)
+        paths.write_ref(plan.revision, plan.commit)
     return PullResult(plan, snapshot, downloaded=downloaded, reused=len(plan.files) - downloaded,
                       seconds=time.monotonic() - started)
 
@@ -203,7 +204,7 @@ def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile
 
 
 def check_free_space(plan: PullPlan) -> None:
-    plan.cache_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(plan.cache_dir)
     free = shutil.disk_usage(plan.cache_dir).free
     needed = plan.fetch_bytes
     if needed + DISK_MARGIN > free and needed > 0:
@@ -253,20 +254,14 @@ def link_snapshot_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> Non
             return
     except OSError:
         pass
-    link.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(link.parent)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         os.symlink(target, tmp)
     except OSError:
         shutil.copyfile(blob, tmp)  # filesystems without symlinks get copies, like huggingface_hub
+        share_new(tmp)
     os.replace(tmp, link)
 
 
-def _write_ref(paths: RepoPaths, revision: str, commit: str) -> None:
-    ref = paths.ref(revision)
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    if paths.read_ref(revision) == commit:
-        return
-    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
-    tmp.write_text(commit)
-    os.replace(tmp, ref)
+

@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from .fsutil import make_dirs, share_new
 from .layout import folder_name
 
 STORE = Path(".modelmgr") / "last-used"
@@ -25,11 +26,12 @@ def record_use(cache_dir: Path, repo_id: str, repo_type: str = "model", *, when:
     marker = _marker(cache_dir, repo_id, repo_type)
     stamp = time.time() if when is None else when
     try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(marker.parent)
         try:
             os.utime(marker, (stamp, stamp))
         except FileNotFoundError:
             marker.touch()
+            share_new(marker)
             os.utime(marker, (stamp, stamp))
     except OSError:
         pass  # usage tracking must never stop a model from running
