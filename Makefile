@@ -8,7 +8,13 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench clean
+# olah (a self-hosted Hub mirror) is a server the tests run modelmgr against, not a dependency:
+# it gets its own venv. Its dependencies (fastapi, uvicorn, GitPython, huggingface_hub, ...) pull
+# no torch and no CUDA.
+OLAH_VENV ?= .venv-olah
+OLAH ?= olah==0.5.4
+
+.PHONY: demo test bench clean olah-venv
 
 $(VENV)/.installed: pyproject.toml plugins/example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +26,16 @@ $(VENV)/.installed: pyproject.toml plugins/example/pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) -m modelmgr.testing.demo
 
-test: $(VENV)/.installed
+$(OLAH_VENV)/.installed:
+	$(PYTHON) -m venv $(OLAH_VENV)
+	$(OLAH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLAH_VENV)/bin/python -m pip install -q "$(OLAH)"
+	touch $@
+
+olah-venv: $(OLAH_VENV)/.installed
+
+# tests/test_olah.py uses .venv-olah; in CI (CI=true) it fails rather than skips without it.
+test: $(VENV)/.installed $(OLAH_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
@@ -29,4 +44,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(OLAH_VENV) .pytest_cache

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-SORT_KEYS = ("name", "size", "modified")
+SORT_KEYS = ("name", "size", "modified", "used")
 
 
 def matches(pattern: str | None, repo) -> bool:
@@ -53,10 +53,19 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     from ..units import format_age, format_size
     from ._common import echo_json, get_config, render_table
 
+    from ..recency import all_last_used
+
     config = get_config()
-    info = scan_cache(config.cache_dirs, reuse=True)
+    # The writable cache first: the scan marks every other directory read-only.
+    dirs = [config.cache_dir, *(d for d in config.cache_dirs if d != config.cache_dir)]
+    info = scan_cache(dirs, reuse=True)
     for warning in info.warnings:
         click.echo(f"Warning: {warning}", err=True)
+    # When `run`/`load` last used each model, recorded in any of the caches.
+    used: dict[str, float] = {}
+    for cache_dir in info.cache_dirs:
+        for name, stamp in all_last_used(cache_dir).items():
+            used[name] = max(stamp, used.get(name, 0.0))
 
     repos = [repo for repo in info.repos if matches(pattern, repo)]
     rows = [(repo, revision) for repo in repos for revision in repo.revisions]
@@ -64,6 +73,8 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
         rows.sort(key=lambda row: (-row[1].size_on_disk, row[0].display_id.lower()))
     elif sort_key == "modified":
         rows.sort(key=lambda row: -row[1].last_modified)
+    elif sort_key == "used":
+        rows.sort(key=lambda row: (-used.get(row[0].folder_name, 0.0), row[0].display_id.lower()))
     else:
         rows.sort(key=lambda row: (row[0].display_id.lower(), -row[1].last_modified))
 
@@ -83,6 +94,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
                 "missing": list(revision.missing),
                 "cache_dir": str(repo.cache_dir),
                 "read_only": repo.read_only,
+                "last_used": iso_utc(used[repo.folder_name]) if repo.folder_name in used else None,
             }
             for repo, revision in rows
         ])
@@ -112,6 +124,10 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
         [repo.display_id, revision.label, format_size(revision.size_on_disk), str(revision.nb_files), format_age(now - revision.last_modified)]
         for repo, revision in rows
     ]
+    if any(repo.folder_name in used for repo, _ in rows):  # only once something was run or loaded
+        headers.append("LAST USED")
+        for row, (repo, _) in zip(table, rows):
+            row.append(format_age(now - used[repo.folder_name]) if repo.folder_name in used else "-")
     if any(notes):
         headers.append("STATUS")
         for row, note in zip(table, notes):
