@@ -122,6 +122,8 @@ class HubClient:
         # out on the revision would otherwise cost its full timeout (twice) again for the tree
         # and for every file. They stay in the list, so a file only they have is still found.
         self._demoted: list[str] = []
+        self._head_first: set[str] = set()  # endpoints whose GET answers lack the Hub's metadata
+        self._lock = threading.Lock()
         self._demoted_lock = threading.Lock()
 
     def demote(self, endpoint: Endpoint) -> None:
@@ -225,31 +227,65 @@ class HubClient:
         headers = {}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        # Some mirrors (olah) put the Hub's metadata only on HEAD answers. For those, a HEAD at
+        # the same commit vouches for the file first; the bytes are hash-checked either way.
+        vouched_by = None
+        if endpoint.url in self._head_first:
+            vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
         response = self.transport.request(endpoint, "GET", path, headers=headers)
         try:
             raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
-            check_file_response(response, remote, commit, start=start, end=end)
+            if vouched_by is None and response.header("X-Repo-Commit") is None and _looks_like_file(response, remote):
+                response.close()
+                vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
+                with self._lock:
+                    self._head_first.add(endpoint.url)
+                response = self.transport.request(endpoint, "GET", path, headers=headers)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+            check_file_response(response, remote, commit, start=start, end=end, vouched_by=vouched_by)
         except BaseException:
             response.close()
             raise
         return response
 
+    def _vouch(self, endpoint: Endpoint, path: str, repo_id: str, commit: str, remote: RemoteFile) -> Response:
+        """HEAD the file: its answer must carry the Hub's metadata for exactly this file."""
+        head = self.transport.request(endpoint, "HEAD", path)
+        raise_for_status(head, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+        if head.header("X-Repo-Commit") is None:
+            raise EndpointFailure(f"answered {remote.path} without X-Repo-Commit, on GET and on HEAD: not a Hub-protocol file answer")
+        return head
 
-def check_file_response(response: Response, remote: RemoteFile, commit: str, *, start: int, end: int | None) -> None:
-    """A file answer must be that file at that commit, not an error page or another version."""
-    if "text/html" in (response.headers.get("Content-Type") or "").lower() and not remote.path.endswith((".html", ".htm")):
+
+def _looks_like_file(response: Response, remote: RemoteFile) -> bool:
+    return response.status in (200, 206) and not _is_html(response, remote)
+
+
+def _is_html(response: Response, remote: RemoteFile) -> bool:
+    return "text/html" in (response.headers.get("Content-Type") or "").lower() and not remote.path.endswith((".html", ".htm"))
+
+
+def check_file_response(
+    response: Response, remote: RemoteFile, commit: str, *, start: int, end: int | None, vouched_by: Response | None = None
+) -> None:
+    """A file answer must be that file at that commit, not an error page or another version.
+
+    ``vouched_by`` is a HEAD answer for the same file whose metadata stands in for the GET's
+    (for mirrors that send it only on HEAD)."""
+    if _is_html(response, remote):
         raise EndpointFailure(f"answered {remote.path} with an HTML page (a captive portal or an error page?)")
-    served_commit = response.header("X-Repo-Commit")
+    metadata = response if vouched_by is None else vouched_by
+    served_commit = metadata.header("X-Repo-Commit")
     if served_commit is None:
         raise EndpointFailure(f"answered {remote.path} without X-Repo-Commit: not a Hub-protocol file answer")
     if served_commit != commit:
         raise EndpointFailure(f"served {remote.path} from commit {served_commit[:12]}, not {commit[:12]}")
-    etag = (response.header("X-Linked-Etag") or response.header("ETag") or "").strip().removeprefix("W/").strip('"')
+    etag = (metadata.header("X-Linked-Etag") or metadata.header("ETag") or "").strip().removeprefix("W/").strip('"')
     if etag and etag != remote.etag:
         raise EndpointFailure(f"served {remote.path} with etag {etag[:16]}, expected {remote.etag[:16]}")
     # The Hub's own statement of the file's size (on the answer or on its redirect): a mirror
     # that disagrees with the tree is serving something else.
-    linked_size = (response.header("X-Linked-Size") or "").strip()
+    linked_size = (metadata.header("X-Linked-Size") or "").strip()
     if linked_size and linked_size != str(remote.size):
         raise EndpointFailure(f"announced X-Linked-Size {linked_size[:20]} for {remote.path}, the tree says {remote.size}")
     if response.status == 206:

@@ -230,16 +230,6 @@ def test_modelmgr_resolves_and_plans_through_olah_after_the_first_endpoint_refus
         assert (entry["size"], entry["etag"]) == (len(olah.files[path]), etag_of(path, olah.files[path])), path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "modelmgr.hub.check_file_response rejects every GET olah sends for a local mirror: olah 0.5.4 "
-        "streams the file with no X-Repo-Commit (nor ETag, Content-Length or Range support), and modelmgr "
-        "treats an answer without X-Repo-Commit as 'not a Hub-protocol file answer'. HEAD does carry "
-        "X-Repo-Commit and the etag; the content is sha256/git-sha1 verified anyway. Fix in hub.py, then "
-        "remove this marker."
-    ),
-)
 def test_modelmgr_pulls_the_tiny_model_through_olah_after_the_first_endpoint_refuses(olah, tmp_path):
     cache = tmp_path / "hub"
     outcome = run_modelmgr("pull", TINY_MODEL_ID, "--endpoint", refused_endpoint(), "--endpoint", olah.url,
