@@ -72,6 +72,12 @@ class Config:
                 return directory
         return self.cache_dirs[0]  # nothing is writable: let the write fail with the OS's reason
 
+    @property
+    def scan_dirs(self) -> tuple[Path, ...]:
+        """Every cache directory, the writable one first (a scan marks the rest read-only)."""
+        first = self.cache_dir
+        return (first, *(d for d in self.cache_dirs if d != first))
+
     def aliases(self) -> dict[str, tuple[str, str | None]]:
         return {name: (alias.id, alias.locked_commit or alias.revision) for name, alias in self.models.items()}
 

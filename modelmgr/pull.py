@@ -148,6 +148,10 @@ def pull(
     if dry_run:
         return PullResult(plan, snapshot, dry_run=True)
 
+    if config.max_cache_size is not None and plan.fetch_bytes:
+        from .prune import prune_to_fit  # only teams that cap their cache pay for the planner
+
+        prune_to_fit(config, plan.fetch_bytes, keep=[plan.repo_id], notify=lambda line: on_event(Notice(line)))
     check_free_space(plan)
     on_event(PlanReady(plan.fetch_bytes, len(plan.to_fetch)))
     write_manifest(paths, plan.repo_id, plan.commit, [ManifestEntry(f.path, f.size, f.etag) for f in plan.files])

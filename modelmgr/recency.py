@@ -1,14 +1,13 @@
 """When each model was last run or loaded, for ``list`` and for ``prune``'s LRU eviction.
 
 The store is one empty marker file per repo under ``{cache}/.modelmgr/last-used/``, and the time
-is its mtime. Recording a use is a single ``utime`` (or an exclusive create), so any number of
+is its mtime. Recording a use is a single ``utime`` (or a create), so any number of
 processes and users can record at once without a lock and nothing can be half-written. It lives in
 the cache, not in a home folder, because a shared cache must be evicted by everyone's use.
 """
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from .fsutil import make_dirs, share_new
@@ -24,15 +23,17 @@ def _marker(cache_dir: Path, repo_id: str, repo_type: str = "model") -> Path:
 def record_use(cache_dir: Path, repo_id: str, repo_type: str = "model", *, when: float | None = None) -> None:
     """Note that the model was used now. A read-only cache is simply not recorded in."""
     marker = _marker(cache_dir, repo_id, repo_type)
-    stamp = time.time() if when is None else when
     try:
         make_dirs(marker.parent)
+        # "Now" needs only write permission on a marker another user of a shared cache created;
+        # an explicit time would need its ownership.
+        times = None if when is None else (when, when)
         try:
-            os.utime(marker, (stamp, stamp))
+            os.utime(marker, times)
         except FileNotFoundError:
             marker.touch()
             share_new(marker)
-            os.utime(marker, (stamp, stamp))
+            os.utime(marker, times)
     except OSError:
         pass  # usage tracking must never stop a model from running
 

@@ -254,3 +254,17 @@ def test_list_shows_when_each_model_was_last_used(capsys):
     listed = {e["repo_id"]: e["last_used"] for e in json.loads(cli(capsys, "list", "--json").out)}
     assert listed["org/idle"] is None and listed["org/ran"].endswith("Z")
     assert cli(capsys, "list", "--sort", "used").out.splitlines()[1].startswith("org/ran")
+
+
+def test_a_pull_past_the_cache_limit_evicts_the_least_recently_used_first(capsys, monkeypatch, local_hub):
+    from modelmgr.testing import TINY_MODEL_ID
+
+    cache = cache_dir()
+    model(cache, "org/stale", 400_000, days=30, used_days=20)
+    model(cache, "org/fresh", 400_000, days=30, used_days=1)
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    monkeypatch.setenv("MODELMGR_CACHE_MAX_SIZE", "1.2MB")  # 800 kB cached + the tiny model, 650 kB
+    outcome = cli(capsys, "pull", TINY_MODEL_ID)
+    assert outcome.code == 0, outcome.err
+    assert "evicted org/stale" in outcome.err
+    assert sorted(r.repo_id for r in scan_cache([cache]).repos) == ["org/fresh", TINY_MODEL_ID]

@@ -21,6 +21,7 @@ def _effective(cfg) -> dict[str, object]:
         ],
         "hub.offline": cfg.offline,
         "hub.connections": cfg.connections,
+        "hub.timeout": cfg.endpoints[0].timeout if cfg.endpoints else None,
         "hub.token": "set (hidden)" if cfg.token else "not set",
         "run.backend": cfg.backend,
         "run.dtype": cfg.dtype,

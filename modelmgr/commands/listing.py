@@ -56,9 +56,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     from ..recency import all_last_used
 
     config = get_config()
-    # The writable cache first: the scan marks every other directory read-only.
-    dirs = [config.cache_dir, *(d for d in config.cache_dirs if d != config.cache_dir)]
-    info = scan_cache(dirs, reuse=True)
+    info = scan_cache(config.scan_dirs, reuse=True)
     for warning in info.warnings:
         click.echo(f"Warning: {warning}", err=True)
     # When `run`/`load` last used each model, recorded in any of the caches.

@@ -51,7 +51,7 @@ def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
 
     from ..cache import scan_cache
 
-    info = scan_cache(config.cache_dirs)
+    info = scan_cache(config.scan_dirs)
     plans = plan_removals(info, requests)
     touched = tuple(str(plan.repo.path) for plan in plans)
     for warning in info.warnings:
