@@ -267,4 +267,4 @@ def test_a_pull_past_the_cache_limit_evicts_the_least_recently_used_first(capsys
     outcome = cli(capsys, "pull", TINY_MODEL_ID)
     assert outcome.code == 0, outcome.err
     assert "evicted org/stale" in outcome.err
-    assert sorted(r.repo_id for r in scan_cache([cache]).repos) == ["org/fresh", TINY_MODEL_ID]
+    assert sorted(r.repo_id for r in scan_cache([cache]).repos) == sorted(["org/fresh", TINY_MODEL_ID])
