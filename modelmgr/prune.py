@@ -147,7 +147,7 @@ class PrunePlan:
         lines.append(f"Cache {self.cache_dir}: {format_size(self.size_before)} -> {format_size(self.size_after)}{limit}")
         if not self.fits:
             lines.append(
-                f"It stays over the limit: only pinned or busy models are left. Unpin some (modelmgr.toml, modelmgr.lock), "
+                "It stays over the limit: only pinned or busy models are left. Unpin some (modelmgr.toml, modelmgr.lock), "
                 "remove them with `modelmgr rm`, or raise the limit."
             )
         return lines

@@ -23,7 +23,7 @@ from .hub import HubClient, RemoteFile
 from .fsutil import make_dirs, share_new
 from .layout import RepoPaths, relative_blob_link
 from .manifest import ManifestEntry, missing_files, write_manifest
-from .refs import DEFAULT_REVISION, ModelRef, is_commit, parse_ref
+from .refs import ModelRef, is_commit, parse_ref
 from .selection import select_files
 from .units import format_size
 

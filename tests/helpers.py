@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,17 @@ def run_modelmgr(*args: str, env: dict[str, str] | None = None, input: str | Non
         env={**os.environ, **(env or {})}, input=input, capture_output=True, text=True, timeout=timeout,
     )
     return Outcome(completed.returncode, completed.stdout, completed.stderr)
+
+
+def hf_cache() -> Path:
+    """The test's own cache (tests/conftest.py points HF_HUB_CACHE at a temporary folder)."""
+    return Path(os.environ["HF_HUB_CACHE"])
+
+
+def small_repo(root: Path, *, weights: int, seed: int) -> Path:
+    """A three-file repo to serve: a config, a tokenizer and ``weights`` bytes of seeded noise."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text('{"model_type": "llama"}\n')
+    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
+    (root / "model.safetensors").write_bytes(random.Random(seed).randbytes(weights))
+    return root

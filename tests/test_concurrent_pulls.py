@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -24,14 +23,12 @@ BIG = 64 * MiB
 pytestmark = pytest.mark.slow
 
 
+from .helpers import small_repo, hf_cache as cache
+
 @pytest.fixture(scope="module")
 def repo_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("concurrent") / "repo"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(11).randbytes(BIG))
-    return root
+    return small_repo(root, weights=BIG, seed=11)
 
 
 @pytest.fixture
@@ -40,9 +37,6 @@ def hub(hub_factory, repo_dir):
     served.add_repo(REPO, repo_dir)
     return served
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def start_pull(hub) -> subprocess.Popen:

@@ -6,7 +6,6 @@ import errno
 import hashlib
 import json
 import os
-import random
 from collections import namedtuple
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import ShortBody, Status
 from modelmgr.units import format_size
 
-from .helpers import cli
+from .helpers import cli, small_repo, hf_cache as cache
 
 MiB = 1024 * 1024
 REPO = "org/disk"
@@ -30,11 +29,7 @@ Usage = namedtuple("Usage", "total used free")
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(4).randbytes(WEIGHTS))
-    return root
+    return small_repo(root, weights=WEIGHTS, seed=4)
 
 
 @pytest.fixture
@@ -43,9 +38,6 @@ def hub(hub_factory, repo_dir):
     served.add_repo(REPO, repo_dir)
     return served
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def etag_of(repo_dir: Path) -> str:

@@ -13,7 +13,7 @@ import pytest
 from modelmgr.layout import RepoPaths
 from modelmgr.testing import HtmlPage, ShortBody, Stall, Status, free_port
 
-from .helpers import cli
+from .helpers import cli, hf_cache as cache
 
 REPO = "org/fallback"
 WEIGHTS = 6 * 1024 * 1024  # above download.SMALL_FILE, so a broken transfer keeps its state
@@ -40,9 +40,6 @@ def two_hubs(hub_factory, repo_dir):
     second.add_repo(REPO, repo_dir)
     return first, second
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def write_config(*urls: str, timeout: float | None = None) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import BadEtag, Hangup, HostileTree, HtmlPage, RedirectTo, ResetMidBody, Status
 from modelmgr.testing.faults import HOSTILE_PATHS
 
-from .helpers import cli
+from .helpers import cli, small_repo, hf_cache as cache
 
 REPO = "org/hostile"
 WEIGHTS = 2 * 1024 * 1024
@@ -24,11 +23,7 @@ WEIGHTS = 2 * 1024 * 1024
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(5).randbytes(WEIGHTS))
-    return root
+    return small_repo(root, weights=WEIGHTS, seed=5)
 
 
 @pytest.fixture
@@ -37,9 +32,6 @@ def hub(hub_factory, repo_dir):
     served.add_repo(REPO, repo_dir)
     return served
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def tree_outside_cache(root: Path) -> dict[str, tuple]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from modelmgr.download import state_file
 from modelmgr.layout import RepoPaths
 from modelmgr.testing import BadEtag, FlipByte, git_blob_sha1
 
-from .helpers import cli
+from .helpers import cli, hf_cache as cache, small_repo
 
 MiB = 1024 * 1024
 REPO = "org/integrity"
@@ -24,11 +23,7 @@ LARGE = PARTS * 32 * MiB  # download.MIN_PART is 32 MiB: --connections 4 makes f
 
 
 def make_repo(root: Path, weights: int, seed: int = 3) -> Path:
-    root.mkdir(parents=True)
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(seed).randbytes(weights))
-    return root
+    return small_repo(root, weights=weights, seed=seed)
 
 
 @pytest.fixture
@@ -40,9 +35,6 @@ def small_dir(tmp_path: Path) -> Path:
 def large_dir(tmp_path_factory) -> Path:
     return make_repo(tmp_path_factory.mktemp("large") / "repo", LARGE)
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def sha256(path: Path) -> str:

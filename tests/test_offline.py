@@ -2,28 +2,21 @@
 an uncached one fails with a message that says what to do."""
 from __future__ import annotations
 
-import os
-import random
 import socket
-from pathlib import Path
 
 import pytest
 
 from modelmgr.layout import RepoPaths
 from modelmgr.manifest import manifest_path
 
-from .helpers import cli, run_modelmgr
+from .helpers import cli, run_modelmgr, hf_cache as cache, small_repo
 
 REPO = "org/offline"
 
 
 @pytest.fixture
 def hub(hub_factory, tmp_path):
-    root = tmp_path / "repo"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(2).randbytes(100_000))
+    root = small_repo(tmp_path / "repo", weights=100_000, seed=2)
     served = hub_factory()
     served.add_repo(REPO, root)
     return served
@@ -50,9 +43,6 @@ class Sockets:
 def sockets(monkeypatch) -> Sockets:
     return Sockets(monkeypatch)
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def pull_online(capsys, hub) -> None:

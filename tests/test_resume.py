@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import random
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import IgnoreRange, ShortBody, Status
 from modelmgr.units import format_size
 
-from .helpers import cli, run_modelmgr
+from .helpers import cli, run_modelmgr, hf_cache as cache, small_repo
 
 MiB = 1024 * 1024
 REPO = "org/resume"
@@ -31,11 +30,7 @@ MEDIUM = 8 * MiB  # one range, but above download.SMALL_FILE, so it keeps resume
 
 
 def make_repo(root: Path, weights: int, seed: int = 7) -> Path:
-    root.mkdir(parents=True)
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(seed).randbytes(weights))
-    return root
+    return small_repo(root, weights=weights, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +42,6 @@ def big_dir(tmp_path_factory) -> Path:
 def medium_dir(tmp_path_factory) -> Path:
     return make_repo(tmp_path_factory.mktemp("medium") / "repo", MEDIUM)
 
-
-def cache() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
 
 
 def sha256(path: Path) -> str:

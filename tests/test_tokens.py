@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import RedirectTo, Status, free_port
 from modelmgr.transport import Transport, token_allowed
 
-from .helpers import cli, run_modelmgr
+from .helpers import cli, run_modelmgr, small_repo
 
 REPO = "org/private"
 TOKEN = "secret-xyz"
@@ -23,11 +22,7 @@ TOKEN = "secret-xyz"
 @pytest.fixture
 def repo_dir(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    root.mkdir()
-    (root / "config.json").write_text('{"model_type": "llama"}\n')
-    (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
-    (root / "model.safetensors").write_bytes(random.Random(9).randbytes(200_000))
-    return root
+    return small_repo(root, weights=200_000, seed=9)
 
 
 @pytest.fixture
