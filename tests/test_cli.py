@@ -1,0 +1,36 @@
+"""The command line as a whole: what --help offers and what it costs to start."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .helpers import cli
+
+HEAVY = ("torch", "transformers", "bitsandbytes", "huggingface_hub", "safetensors")
+
+
+def test_help_lists_every_verb(capsys):
+    outcome = cli(capsys, "--help")
+    assert outcome.code == 0
+    commands = outcome.out.split("Commands:", 1)[1]
+    for verb in ("pull", "list", "rm", "run", "show", "backends", "du", "prune", "verify", "config", "lock", "sync"):
+        assert f"\n  {verb} " in commands, verb
+
+
+def imported_after(*args: str) -> list[str]:
+    code = (
+        "import sys\n"
+        "from modelmgr.cli import main\n"
+        "try:\n"
+        f"    main({list(args)!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def test_the_core_commands_import_no_heavy_library():
+    for args in (["--help"], ["list"], ["list", "--json"], ["rm", "org/name", "--dry-run"], ["du"], ["config", "show"]):
+        assert imported_after(*args) == "[]", args
