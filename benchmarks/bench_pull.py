@@ -220,7 +220,8 @@ def render(results: list[dict], args, files: int, size_mib: int, total: int, com
         f"the tools alternate within each round ({args.rounds} uncapped after an untimed warm-up round, "
         f"{args.capped_rounds} capped), `os.sync()` before each run, and the table shows the median. "
         f"modelmgr: `python -m modelmgr pull --connections {args.connections}` (sha256 verified while streaming, "
-        "blobs fsynced before their rename). snapshot_download: `max_workers=8`, HF_HUB_DISABLE_XET=1, "
+        "disk writeback started behind the download and every blob fsynced before its rename). "
+        "snapshot_download: `max_workers=8`, HF_HUB_DISABLE_XET=1, "
         "progress bars off (it checks sizes, not hashes). curl: four `curl -o` processes at once, one per "
         "shard (the small files skipped): the ceiling of plain HTTP on this machine.",
         "",
@@ -267,7 +268,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=4, help="number of shards (default 4)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each tool uncapped (default 3)")
     parser.add_argument("--capped-rounds", type=int, default=2, help="runs of each tool capped; 0 skips it (default 2)")
-    parser.add_argument("--connections", type=int, default=8, help="modelmgr --connections (default 8)")
+    parser.add_argument("--connections", type=int, default=32, help="modelmgr --connections (default 32, its own default)")
     parser.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     parser.add_argument("--workdir", type=Path, default=None, help="where the repo and caches go (default: a temp dir)")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/benchmarks.md alone")
@@ -278,7 +279,7 @@ def main() -> int:
     command = "python benchmarks/bench_pull.py" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--size-mib", args.size_mib, 512), ("--files", args.files, 4), ("--rounds", args.rounds, 3),
-            ("--capped-rounds", args.capped_rounds, 2), ("--connections", args.connections, 8)) if value != default)
+            ("--capped-rounds", args.capped_rounds, 2), ("--connections", args.connections, 32)) if value != default)
     with tempfile.TemporaryDirectory(prefix="bench-pull-", dir=args.workdir) as tmp:
         work = Path(tmp)
         source = work / "repo"

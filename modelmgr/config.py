@@ -51,7 +51,7 @@ class Config:
     cache_dirs: tuple[Path, ...]
     endpoints: tuple[Endpoint, ...]
     offline: bool = False
-    connections: int = 8
+    connections: int = 32
     max_cache_size: int | None = None
     backend: str = "auto"
     dtype: str = "auto"
@@ -148,7 +148,7 @@ SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "hub.endpoint": (_as_str, None, "one Hub endpoint, like HF_ENDPOINT"),
     "hub.endpoints": (_as_endpoint_list, [], "ordered fallback endpoints: url, name, timeout, send_token"),
     "hub.offline": (_as_bool, False, "never open a socket; serve only what is cached (HF_HUB_OFFLINE)"),
-    "hub.connections": (_as_positive_int, 8, "parallel connections per pull"),
+    "hub.connections": (_as_positive_int, 32, "parallel connections per pull"),
     "hub.timeout": (lambda v, k: float(v), 30.0, "seconds without data before an endpoint counts as failed"),
     "run.backend": (_as_str, "auto", "backend for run and load: auto, cpu, cuda, int8 or a plugin's"),
     "run.dtype": (_as_str, "auto", "auto, float32, bfloat16 or float16"),

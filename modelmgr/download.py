@@ -27,11 +27,13 @@ from .hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
 from .layout import RepoPaths
 from .locking import file_lock
 from .transport import EndpointFailure
+from .writeback import start_writeback
 
 BUFFER = 1024 * 1024
 MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings
 STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress...
 STATE_SECONDS = 1.0  # ...or after this long, so a slow link never loses more than a second's bytes
+WRITEBACK_EVERY = 16 * 1024 * 1024  # start writing to disk behind the download (see writeback.py)
 SMALL_FILE = 4 * 1024 * 1024  # smaller files restart from zero instead of keeping state
 ATTEMPTS_PER_ENDPOINT = 2
 MAX_RESTARTS = 3
@@ -186,14 +188,25 @@ class _Hasher:
         self.position = 0
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
+        self._view: memoryview | None = None
 
     def _hash_to(self, target: int) -> None:
+        if self.position >= target:
+            return
+        # One buffer reused for every read: a fresh multi-megabyte bytes object per read costs an
+        # mmap, page faults and an munmap each time, as much CPU as the copy itself.
+        view = self._buffer()
         while self.position < target:
-            block = os.pread(self.fd, min(8 * BUFFER, target - self.position), self.position)
-            if not block:
+            count = os.preadv(self.fd, [view[: min(len(view), target - self.position)]], self.position)
+            if not count:
                 raise OSError(errno.EIO, "file shorter than the bytes written to it")
-            self.hasher.update(block)
-            self.position += len(block)
+            self.hasher.update(view[:count])
+            self.position += count
+
+    def _buffer(self) -> memoryview:
+        if self._view is None:
+            self._view = memoryview(bytearray(min(8 * BUFFER, max(self.remote.size, 1))))
+        return self._view
 
     def _run(self) -> None:
         try:
@@ -447,20 +460,35 @@ def _stream(transfer, endpoint, remote, fd, part, progress, used, cancel) -> Non
     buffer = bytearray(BUFFER)
     view = memoryview(buffer)
     completed = False
+    flushed = part.offset  # where this stream last asked the kernel to start writing to disk
     try:
         while not part.complete:
             if cancel.is_set():
                 raise InterruptedError("another range of this file failed")
             want = min(BUFFER, part.end - part.offset)
-            try:
-                count = response.readinto(view[:want])
-            except (OSError, http.client.HTTPException) as exc:
-                raise EndpointFailure(f"transfer broke after {part.offset} of {remote.size} bytes ({type(exc).__name__})") from None
-            if not count:
-                raise EndpointFailure(f"connection closed after {part.offset} of {remote.size} bytes")
-            _write(fd, view[:count], part.offset, remote)
-            progress.advance(part, count)
-            transfer.emit(BytesReceived(remote.path, count))
+            # Fill the buffer before writing: a slow or capped connection delivers a few KB per
+            # read, and writing, locking and reporting each of those would cost more CPU than the
+            # bytes themselves. What was received before a failure is still written and kept.
+            count, failure = 0, None
+            while count < want:
+                try:
+                    received = response.readinto(view[count:want])
+                except (OSError, http.client.HTTPException) as exc:
+                    failure = f"transfer broke after {part.offset + count} of {remote.size} bytes ({type(exc).__name__})"
+                    break
+                if not received:
+                    failure = f"connection closed after {part.offset + count} of {remote.size} bytes"
+                    break
+                count += received
+            if count:
+                _write(fd, view[:count], part.offset, remote)
+                progress.advance(part, count)
+                transfer.emit(BytesReceived(remote.path, count))
+            if failure is not None:
+                raise EndpointFailure(failure)
+            if part.offset - flushed >= WRITEBACK_EVERY:
+                start_writeback(fd, flushed, part.offset - flushed)
+                flushed = part.offset
         completed = True
     finally:
         if completed:

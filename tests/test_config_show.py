@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from modelmgr.config import SCHEMA
+
 from .helpers import cli, run_modelmgr
 
 
@@ -94,7 +96,7 @@ def test_each_layer_beats_the_one_below(capsys, monkeypatch, layers):
         got = show(capsys)["hub.connections"]
         assert (got["value"], got["source"]) == (value, f"{layer} file {layers[layer]}")
         layers[layer].write_text("")
-    assert show(capsys)["hub.connections"] == {"value": 8, "source": "default"}
+    assert show(capsys)["hub.connections"] == {"value": SCHEMA["hub.connections"][1], "source": "default"}
 
 
 def test_unknown_keys_warn_on_stderr_from_any_command(capsys, layers):
@@ -111,4 +113,4 @@ def test_unknown_keys_warn_on_stderr_from_any_command(capsys, layers):
     # The same from a real process, and the valid keys still apply.
     outcome = run_modelmgr("config", "show")
     assert outcome.code == 0 and "unknown key 'hub.conections'" in outcome.err
-    assert "hub.connections   8  [default]" in outcome.out
+    assert f"hub.connections   {SCHEMA['hub.connections'][1]}  [default]" in outcome.out

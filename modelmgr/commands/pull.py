@@ -21,7 +21,7 @@ def pull_options(function):
 @click.option("--include", multiple=True, metavar="GLOB", help="Fetch only files matching GLOB (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching GLOB (repeatable).")
 @click.option("--all-files", is_flag=True, help="Fetch every file of the repo, not just what a load needs.")
-@click.option("--connections", type=click.IntRange(1, 64), default=None, help="Parallel connections (default 8).")
+@click.option("--connections", type=click.IntRange(1, 64), default=None, help="Parallel connections (default 32).")
 @click.option("--dry-run", is_flag=True, help="Show what would be fetched, and how much, without fetching.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pull_options
