@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from modelmgr.testing import LocalHub  # noqa: E402
+from report import write_section  # noqa: E402 - benchmarks/ is on sys.path when a script runs
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## modelmgr pull vs snapshot_download"
@@ -250,18 +250,6 @@ def render(results: list[dict], args, files: int, size_mib: int, total: int, com
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Replace our section (up to the next '## ' heading) or append it; keep everything else."""
-    existing = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text + "\n", existing, count=1)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=512, help="size of each shard (default 512)")
@@ -297,7 +285,7 @@ def main() -> int:
     print(text)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"wrote the section {SECTION!r} of {DOC}")
     return 0
 

@@ -35,6 +35,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
+from report import write_section  # benchmarks/ is on sys.path when a script runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -246,15 +247,6 @@ def render(results: dict[str, list[dict]], mem: list[dict], reps: int, max_new_t
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    """Put our section in docs/benchmarks.md (replacing it up to the next '## '), keeping the rest."""
-    existing = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    updated = pattern.sub(lambda _: text + "\n", existing, count=1) if pattern.search(existing) else existing.rstrip("\n") + "\n\n" + text
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, default=9)
@@ -282,7 +274,7 @@ def main() -> int:
     section = render(results, mem, args.reps, args.max_new_tokens, params, load)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(SECTION, section)
         print(f"written to {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
