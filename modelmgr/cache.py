@@ -181,6 +181,10 @@ class CachedRepo:
     nb_files: int  # distinct blobs, as huggingface_hub counts them
     content: dict = field(default_factory=dict, repr=False, compare=False)  # (st_dev, st_ino) -> size
 
+    def identity(self) -> dict[str, str]:
+        """What JSON reports (rm, verify, prune) say to name the repo and where it lives."""
+        return {"id": self.display_id, "repo_id": self.repo_id, "repo_type": self.repo_type, "cache_dir": str(self.cache_dir)}
+
     @property
     def display_id(self) -> str:
         """``org/name`` for a model, ``dataset:org/name`` or ``space:org/name`` otherwise."""

@@ -84,10 +84,7 @@ class RemovalPlan:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.repo.display_id,
-            "repo_id": self.repo.repo_id,
-            "repo_type": self.repo.repo_type,
-            "cache_dir": str(self.repo.cache_dir),
+            **self.repo.identity(),
             "whole_repo": self.whole_repo,
             "revisions": [{"revision": r.commit, "refs": r.sorted_refs} for r in self.revisions],
             "freed_bytes": self.freed_bytes,

@@ -108,10 +108,7 @@ class RepoCheck:
 
     def to_dict(self) -> dict:
         return {
-            "id": self.repo.display_id,
-            "repo_id": self.repo.repo_id,
-            "repo_type": self.repo.repo_type,
-            "cache_dir": str(self.repo.cache_dir),
+            **self.repo.identity(),
             "read_only": self.repo.read_only,
             "ok": self.ok,
             "blobs_checked": self.blobs_checked,
