@@ -282,8 +282,10 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
     distrust_partial = False
     for restart in range(MAX_RESTARTS + len(transfer.endpoints)):
         parts = split(remote.size, 0, 1) if whole else load_parts(state_path, incomplete, remote.etag, remote.size, transfer.connections)
+        if _present(paths.blob(remote.etag), remote.size):
+            return  # another process committed it (on a filesystem where the lock did not hold)
         if whole or all(p.done == 0 for p in parts):
-            _truncate(incomplete)
+            _start_afresh(incomplete)
         progress = _Progress(parts, state_path if keep_state else None, remote.etag, remote.size)
         if keep_state and len(parts) > 1:
             # Ranges are written at their own offsets, so the file has holes until it is done.
@@ -325,6 +327,8 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
                 continue
             if transfer.fsync:
                 os.fsync(fd)
+            if not _commit_blob(fd, incomplete, paths.blob(remote.etag), remote.size):
+                continue
         except RangeIgnored:
             hasher.abandon()
             _discard(incomplete, state_path)
@@ -340,7 +344,6 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
             raise
         finally:
             os.close(fd)
-        os.replace(incomplete, paths.blob(remote.etag))
         try:
             state_path.unlink()
         except OSError:
@@ -349,11 +352,56 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
     raise errors.HubError(f"{remote.path}: gave up after {MAX_RESTARTS} restarts (servers ignoring byte ranges?).")
 
 
-def _truncate(path: Path) -> None:
+def _start_afresh(path: Path) -> None:
+    """Drop a partial file by unlinking it, never by truncating: a second writer that still has it
+    open (where the lock did not hold) keeps writing into its own inode, not into ours."""
     try:
-        os.truncate(path, 0)
+        path.unlink()
     except FileNotFoundError:
         pass
+
+
+def _commit_blob(fd: int, incomplete: Path, blob: Path, size: int) -> bool:
+    """Give the verified file its final name, making sure the name holds the very file verified.
+
+    Renaming by path alone could commit another writer's half-written file that replaced ours
+    under the same name (possible only where the lock did not hold). When our verified file has
+    lost its name that way, its bytes are copied out under a private name and committed.
+    """
+    private = incomplete.with_name(f"{incomplete.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        os.rename(incomplete, private)
+    except FileNotFoundError:
+        return _present(blob, size) or _commit_copy(fd, private, blob, size)
+    ours = os.fstat(fd)
+    theirs = os.stat(private)
+    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+        try:
+            os.rename(private, incomplete)  # not ours: give it back to whoever is writing it
+        except OSError:
+            _start_afresh(private)
+        return _present(blob, size) or _commit_copy(fd, private, blob, size)
+    os.replace(private, blob)
+    return True
+
+
+def _commit_copy(fd: int, private: Path, blob: Path, size: int) -> bool:
+    out = open_shared(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(out, fd, offset, size - offset)
+            if not sent:
+                raise OSError(errno.EIO, "verified file shorter than its size")
+            offset += sent
+        os.fsync(out)
+    except BaseException:
+        os.close(out)
+        _start_afresh(private)
+        raise
+    os.close(out)
+    os.replace(private, blob)
+    return True
 
 
 def _discard(incomplete: Path, state_path: Path) -> None:

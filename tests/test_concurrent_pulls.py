@@ -16,14 +16,15 @@ import pytest
 from modelmgr.download import state_file
 from modelmgr.layout import RepoPaths
 
+from .helpers import hf_cache as cache
+from .helpers import small_repo
+
 MiB = 1024 * 1024
 REPO = "org/concurrent"
 BIG = 64 * MiB
 
 pytestmark = pytest.mark.slow
 
-
-from .helpers import small_repo, hf_cache as cache
 
 @pytest.fixture(scope="module")
 def repo_dir(tmp_path_factory) -> Path:
@@ -36,7 +37,6 @@ def hub(hub_factory, repo_dir):
     served = hub_factory()
     served.add_repo(REPO, repo_dir)
     return served
-
 
 
 def start_pull(hub) -> subprocess.Popen:
@@ -139,3 +139,29 @@ def test_a_lock_file_left_by_a_killed_pull_never_hangs_the_next(hub, repo_dir):
     assert "another process" not in completed.stderr
     assert time.monotonic() - started < 30
     assert_complete(repo_dir, hub)
+
+
+# On some NFS mounts flock "succeeds" without excluding anyone. This runs the real pull with the
+# lock turned into exactly that: a lock that never waits.
+NO_LOCK_PULL = """
+import sys
+import modelmgr.locking
+modelmgr.locking.fcntl = None  # flock that silently succeeds
+from modelmgr.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_two_pulls_stay_correct_when_the_lock_does_not_lock(hub, repo_dir):
+    hub.set_rate_limit(48_000_000)
+    env = {**os.environ, "HF_ENDPOINT": hub.url}
+    pulls = [subprocess.Popen([sys.executable, "-c", NO_LOCK_PULL, "pull", REPO], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in pulls:
+        out, err = process.communicate(timeout=90)
+        assert process.returncode == 0, err
+    # Both downloaded (nothing excluded them), yet the blob is the right one and nothing is left over.
+    assert served_bytes(hub, BIG) > 1.2 * BIG, "the test needs the two pulls to overlap"
+    etag = assert_complete(repo_dir, hub)
+    leftovers = [p.name for p in RepoPaths(cache(), REPO).blobs.iterdir() if p.name != etag and len(p.name) > 64]
+    assert leftovers == []
