@@ -37,3 +37,46 @@ def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Itera
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+class try_lock:
+    """Non-blocking ``flock`` of a blob's lock file (the one pulls hold while downloading).
+    True when we hold it or nobody can (no lock file, no fcntl); False when someone else does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> bool:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            return True
+        try:
+            self.fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return True  # no lock file: no pull has started on this blob since its folder was made
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the lock
+
+
+def any_held(folder: Path) -> bool:
+    """Whether some process holds one of the lock files in ``folder`` (a pull is downloading)."""
+    try:
+        names = [name for name in os.listdir(folder) if name.endswith(".lock")]
+    except OSError:
+        return False
+    for name in names:
+        with try_lock(folder / name) as free:
+            if not free:
+                return True
+    return False

@@ -37,6 +37,7 @@ from typing import Callable, Collection, Iterable, Mapping
 from .cache import CacheInfo, CachedRepo, scan_cache
 from .errors import DiskSpaceError
 from .layout import INCOMPLETE_SUFFIX, RepoPaths
+from .locking import try_lock
 from .removal import RemovalPlan, _delete, plan_removals
 from .units import format_age, format_size
 
@@ -180,7 +181,7 @@ class PrunePlan:
             repo_root = os.path.realpath(item.repo.path)
             if item.kind == INCOMPLETE:
                 lock = RepoPaths(item.repo.cache_dir, item.repo.repo_id, item.repo.repo_type).locks / f"{item.etag}.lock"
-                with _try_lock(lock) as held:
+                with try_lock(lock) as held:
                     if not held:
                         if on_skip is not None:
                             on_skip(f"{item.path}: a download holds its lock now; kept.")
@@ -206,42 +207,12 @@ def _iso(timestamp: float) -> str | None:
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-class _try_lock:
-    """Non-blocking ``flock`` of a blob's lock file (the one pulls hold while downloading).
-    True when we hold it or nobody can (no lock file, no fcntl); False when someone else does."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> bool:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            return True
-        try:
-            self.fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
-            return True  # no lock file: no pull has started on this blob since its folder was made
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        except OSError:
-            return True
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the lock
-
-
 def download_in_progress(repo: CachedRepo) -> bool:
     """Whether another process is downloading into this repo right now (holds a blob lock)."""
     locks = RepoPaths(repo.cache_dir, repo.repo_id, repo.repo_type).locks
     for path, _ in repo.incomplete_blobs:
         etag = os.path.basename(path)[: -len(INCOMPLETE_SUFFIX)]
-        with _try_lock(locks / f"{etag}.lock") as free:
+        with try_lock(locks / f"{etag}.lock") as free:
             if not free:
                 return True
     return False

@@ -94,7 +94,12 @@ class RemovalPlan:
         }
 
     def execute(self) -> int:
-        """Delete what the plan lists and return the bytes freed. Safe to run twice."""
+        """Delete what the plan lists and return the bytes freed. Safe to run twice.
+
+        The plan was made from a scan, and a person may have taken a minute to confirm it: if a
+        pull has changed the repo since, or is downloading into it now, nothing is deleted.
+        """
+        self._check_still_current()
         repo_root = os.path.realpath(self.repo.path)
         if self.whole_repo:
             assert self.repo_folder is not None
@@ -117,6 +122,28 @@ class RemovalPlan:
         for blob in self.blobs:
             _delete(blob, within=blobs_root)
         return self.freed_bytes
+
+
+    def _check_still_current(self) -> None:
+        from .cache import scan_cache
+        from .locking import any_held
+
+        if not os.path.isdir(self.repo.path):
+            return  # already gone: executing again is harmless
+        again = "Nothing was deleted; run the command again."
+        if any_held(RepoPaths(self.repo.cache_dir, self.repo.repo_id, self.repo.repo_type).locks):
+            raise ModelmgrError(f"{self.repo.display_id} is being downloaded right now. {again}")
+        fresh = [r for r in scan_cache([self.repo.cache_dir]).find(self.repo.repo_id, self.repo.repo_type)
+                 if r.path == self.repo.path]
+        planned = _fingerprint(self.repo)
+        # A revision that is gone already is fine (executing twice); a new or changed one is not.
+        if fresh and any(planned.get(commit) != state for commit, state in _fingerprint(fresh[0]).items()):
+            raise ModelmgrError(f"{self.repo.display_id} changed since the plan was made (a pull?). {again}")
+
+
+def _fingerprint(repo: CachedRepo) -> dict[str, tuple]:
+    """What a concurrent pull would change: revisions, their refs, files and sizes."""
+    return {r.commit: (tuple(r.sorted_refs), r.nb_files, r.size_on_disk) for r in repo.revisions}
 
 
 def _delete(path: Path, *, within: str) -> bool:

@@ -290,3 +290,29 @@ def test_a_real_huggingface_hub_download_lists_and_removes_cleanly(cache: Path, 
     after = huggingface_hub.scan_cache_dir(cache)
     assert after.repos == frozenset() and after.warnings == [] and after.size_on_disk == 0
     assert not (cache / ".locks" / repo.repo_path.name).exists()
+
+
+def test_a_plan_overtaken_by_a_pull_deletes_nothing(local_hub, tmp_path, tiny_model_dir, monkeypatch):
+    """rm plans, the person confirms a minute later: a pull in between must not be undone."""
+    import shutil as _shutil
+
+    from modelmgr.cache import scan_cache as _scan
+    from modelmgr.errors import ModelmgrError
+    from modelmgr.pull import pull
+    from modelmgr.removal import plan_removal
+    from modelmgr.testing import TINY_MODEL_ID
+
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    pull(TINY_MODEL_ID)
+    cache_root = Path(os.environ["HF_HUB_CACHE"])
+    plan = plan_removal(_scan([cache_root]), TINY_MODEL_ID, revision=None)
+    assert plan.whole_repo
+    newer = tmp_path / "newer"
+    _shutil.copytree(tiny_model_dir, newer)
+    (newer / "LICENSE").write_text("a new commit\n")
+    new_commit = local_hub.add_repo(TINY_MODEL_ID, newer)
+    pull(TINY_MODEL_ID)
+    with pytest.raises(ModelmgrError, match="changed since the plan was made"):
+        plan.execute()
+    snapshot = cache_root / f"models--{TINY_MODEL_ID.replace('/', '--')}" / "snapshots" / new_commit
+    assert (snapshot / "LICENSE").read_text() == "a new commit\n"
