@@ -13,7 +13,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidReference
+from .refs import is_commit, validate_repo_id, validate_revision
 from .units import parse_size
 
 
@@ -325,19 +326,28 @@ def load_config(
             raise ConfigError(f"invalid endpoint {endpoint.url!r}: it must start with http:// or https://.")
         unique.setdefault(endpoint.url, endpoint)
 
-    locked = _locked_commits(cwd or Path.cwd())
+    locked_commits = _locked_commits(cwd or Path.cwd())
     aliases = {}
     for name, (table, where) in models.items():
         if "id" not in table:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]} has no id: add id = \"org/name\".")
+        alias_id = _as_str(table["id"], f"models.{name}.id")
+        revision = table.get("revision")
+        try:
+            validate_repo_id(alias_id)
+            if revision is not None:
+                validate_revision(_as_str(revision, f"models.{name}.revision"), repo_id=alias_id)
+        except InvalidReference as exc:
+            raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]}: {exc}") from None
+        locked = locked_commits.get((name, alias_id, revision or "main"))
         aliases[name] = ModelAlias(
             name=name,
-            id=_as_str(table["id"], f"models.{name}.id"),
-            revision=table.get("revision"),
+            id=alias_id,
+            revision=revision,
             backend=table.get("backend"),
             dtype=table.get("dtype"),
             trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
-            locked_commit=locked.get((name, table["id"], table.get("revision") or "main")),
+            locked_commit=locked if locked is not None and is_commit(locked) else None,
         )
         sources[f"models.{name}"] = where
 

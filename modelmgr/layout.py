@@ -68,6 +68,12 @@ class RepoPaths:
         return self.snapshots / commit
 
     def ref(self, name: str) -> Path:
+        # Refs come from users, configs and lockfiles; none may lead out of refs/.
+        parts = name.split("/")
+        if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
+            from .errors import InvalidReference
+
+            raise InvalidReference(f"invalid revision {name!r}: use a branch, a tag or a 40-hex commit.")
         return self.refs / name
 
     def no_exist(self, commit: str, path: str) -> Path:

@@ -17,7 +17,8 @@ from .config import PROJECT_FILE, Config, find_project_file, read_toml
 from .fsutil import write_atomic
 from .hashing import hash_file
 from .layout import RepoPaths
-from .refs import ModelRef
+from .refs import ModelRef, validate_repo_id, validate_revision
+from .safety import check_commit, check_etag, check_remote_path
 
 LOCK_FILE = "modelmgr.lock"
 LOCK_VERSION = 1
@@ -61,15 +62,23 @@ def read_lock(path: Path) -> Lock:
     if not path.is_file():
         raise errors.ConfigError(f"no lockfile at {path}: run `modelmgr lock` first.")
     data = read_toml(path)
+    source = f"the lockfile {path}"
     try:
         models = tuple(
             LockedModel(
-                name=m["name"], id=m["id"], revision=m["revision"], commit=m["commit"],
-                files=tuple(LockedFile(f["path"], int(f["size"]), f.get("sha256") or f["git_sha1"]) for f in m.get("files", [])),
+                name=str(m["name"]),
+                id=validate_repo_id(m["id"]),
+                revision=validate_revision(m["revision"], repo_id=m["id"]),
+                commit=check_commit(m["commit"], source=source),
+                files=tuple(
+                    LockedFile(check_remote_path(f["path"], source=source), int(f["size"]),
+                               check_etag(f.get("sha256") or f["git_sha1"], source=source, path=f["path"]))
+                    for f in m.get("files", [])
+                ),
             )
             for m in data.get("model", [])
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, errors.ModelmgrError) as exc:
         raise errors.ConfigError(f"{path} is not a valid modelmgr lockfile ({exc}): regenerate it with `modelmgr lock`.") from None
     return Lock(path, models)
 

@@ -130,3 +130,23 @@ def test_config_example_documents_every_key_and_parses():
         section, name = key.split(".")
         assert f"[{section}]" in text, key
         assert f"{name} =" in text or f"[[{key}]]" in text, f"{key} is not documented in config.example.toml"
+
+
+def test_alias_ids_and_revisions_are_validated_like_typed_ones():
+    write(Path(os.environ["MODELMGR_CONFIG"]), '[models.bad]\nid = "org/tiny"\nrevision = "../../../../escaped-ref"\n')
+    with pytest.raises(ConfigError, match=r"\[models.bad\].*invalid revision"):
+        load_config()
+    write(Path(os.environ["MODELMGR_CONFIG"]), '[models.bad]\nid = "../x"\n')
+    with pytest.raises(ConfigError, match="invalid model id"):
+        load_config()
+
+
+def test_a_ref_can_never_lead_out_of_refs(tmp_path):
+    from modelmgr.errors import InvalidReference
+    from modelmgr.layout import RepoPaths
+
+    paths = RepoPaths(tmp_path, "org/name")
+    for name in ("../../x", "/abs", "a/../../b", "", "a\\b"):
+        with pytest.raises(InvalidReference):
+            paths.write_ref(name, "0" * 40)
+    assert not any(tmp_path.rglob("*"))

@@ -99,3 +99,14 @@ def test_sync_detects_a_corrupted_blob(capsys, monkeypatch, local_hub):
     blob.write_bytes(bytes(data))
     outcome = cli(capsys, "sync", "--offline")
     assert outcome.code == 1 and "config.json does not match its git-sha1" in outcome.err
+
+
+def test_a_tampered_lockfile_is_refused_before_it_touches_the_cache(capsys, monkeypatch, local_hub):
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    project(f'[models.tiny]\nid = "{TINY_MODEL_ID}"\n')
+    assert cli(capsys, "lock").code == 0
+    lock = Path.cwd() / "modelmgr.lock"
+    lock.write_text(lock.read_text().replace('revision = "main"', 'revision = "../../../../escaped"'))
+    outcome = cli(capsys, "sync")
+    assert outcome.code == 1 and "not a valid modelmgr lockfile" in outcome.err and "invalid revision" in outcome.err
+    assert not any(Path(os.environ["HF_HUB_CACHE"]).parent.parent.rglob("escaped"))
