@@ -385,10 +385,17 @@ def _locked_commits(cwd: Path) -> dict[tuple[str, str, str], str]:
 def _find_token(environ: Mapping[str, str]) -> str | None:
     """HF_TOKEN, else the token ``hf auth login`` stored; never logged anywhere."""
     token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        return token.strip()
-    path = Path(environ.get("HF_TOKEN_PATH") or default_hf_home(environ) / "token")
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
+    where = "HF_TOKEN"
+    if not token:
+        path = Path(environ.get("HF_TOKEN_PATH") or default_hf_home(environ) / "token")
+        where = str(path)
+        try:
+            token = path.read_text()
+        except OSError:
+            return None
+    token = token.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
+        # Never echo the value: it is a credential.
+        raise ConfigError(f"the token in {where} contains spaces, line breaks or control characters: "
+                          "set it to the token alone (hf auth login, or HF_TOKEN=hf_...).")
+    return token or None

@@ -151,6 +151,15 @@ class HubClient:
                     definitive.append(answer.error)
                     failures.append((endpoint, str(answer.error)))
                     break
+                except errors.UnsafeServerResponse as refused:
+                    # A hostile or broken listing refuses this endpoint's answer, not the model:
+                    # another mirror may serve it cleanly. Nothing was written from it.
+                    definitive.append(refused)
+                    failures.append((endpoint, str(refused)))
+                    if len(self.endpoints) > 1:
+                        self.demote(endpoint)
+                        self._warn(f"{endpoint.name}: {refused} Trying the next endpoint")
+                    break
                 except EndpointFailure as failure:
                     wait = failure.retry_after
                     last = retry == RETRIES_PER_ENDPOINT - 1

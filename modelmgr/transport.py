@@ -42,6 +42,7 @@ class Response:
     headers: http.client.HTTPMessage
     url: str
     metadata: dict[str, str] = field(default_factory=dict)  # from every hop of the redirect chain
+    timeout: float = 0.0
     _raw: http.client.HTTPResponse | None = None
     _pool: "_Pool | None" = None
     _key: tuple[str, str] | None = None
@@ -55,7 +56,11 @@ class Response:
 
     def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
         assert self._raw is not None
-        data = self._raw.read(limit + 1)
+        try:
+            data = self._raw.read(limit + 1)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise EndpointFailure(_describe(exc, urlsplit(self.url).netloc, self.timeout)) from None
         if len(data) > limit:
             self.close()
             raise EndpointFailure(f"answer larger than {limit} bytes")
@@ -202,9 +207,14 @@ class Transport:
             except (OSError, http.client.HTTPException) as exc:
                 self._pool.drop(key)
                 raise EndpointFailure(_describe(exc, parts.netloc, timeout)) from None
+            except ValueError:
+                # http.client refuses a header value with a line break; its message would quote
+                # the value, which may be the token: say what happened without it.
+                self._pool.drop(key)
+                raise EndpointFailure("the request could not be sent: a header value is invalid (check HF_TOKEN)") from None
             if method == "HEAD":
                 raw.read()
-            return Response(raw.status, raw.headers, url, _raw=raw, _pool=self._pool, _key=key)
+            return Response(raw.status, raw.headers, url, timeout=timeout, _raw=raw, _pool=self._pool, _key=key)
         raise AssertionError("unreachable")
 
 

@@ -150,3 +150,10 @@ def test_a_ref_can_never_lead_out_of_refs(tmp_path):
         with pytest.raises(InvalidReference):
             paths.write_ref(name, "0" * 40)
     assert not any(tmp_path.rglob("*"))
+
+
+def test_a_malformed_token_is_refused_without_being_shown(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_SECRET1\nhf_SECRET2")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert "SECRET" not in str(caught.value) and "HF_TOKEN" in str(caught.value)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from modelmgr.layout import RepoPaths
-from modelmgr.testing import HtmlPage, ShortBody, Stall, Status, free_port
+from modelmgr.testing import HostileTree, HtmlPage, ResetMidBody, ShortBody, Stall, Status, free_port
 
 from .helpers import cli, hf_cache as cache
 
@@ -310,3 +310,22 @@ def test_the_commit_is_resolved_once_and_every_file_is_fetched_at_it(capsys, two
     assert {r.path.split("/resolve/")[1].split("/")[0] for r in file_gets(second)} == {commit}
     assert RepoPaths(cache(), REPO).read_ref("main") == commit
     assert_pulled(repo_dir, commit)
+
+
+def test_a_connection_reset_inside_a_json_answer_falls_back(capsys, two_hubs, repo_dir):
+    broken, good = two_hubs
+    broken.add_fault(ResetMidBody(3), path="*/tree/*", times=None)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", broken.url, "--endpoint", good.url)
+    assert outcome.code == 0, outcome.err
+    assert "reset" in outcome.err or "broken" in outcome.err or "closed" in outcome.err
+    assert_pulled(repo_dir, good.commit(REPO))
+
+
+def test_a_hostile_listing_on_one_mirror_falls_back_to_a_clean_one(capsys, two_hubs, repo_dir):
+    hostile, good = two_hubs
+    hostile.add_fault(HostileTree(paths=("../../escape",)), times=None)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hostile.url, "--endpoint", good.url)
+    assert outcome.code == 0, outcome.err
+    assert "unsafe file name" in outcome.err and "Trying the next endpoint" in outcome.err
+    assert_pulled(repo_dir, good.commit(REPO))
+    assert not any("/resolve/" in r.path for r in hostile.requests), "nothing was fetched from the hostile mirror"
