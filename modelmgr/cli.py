@@ -102,9 +102,14 @@ def main(argv: list[str] | None = None) -> None:
     debug = _wants_debug(argv)
     try:
         code = cli.main(args=argv, prog_name="modelmgr", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        code = 1
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            # click turns Ctrl-C into Abort; the shell convention for it is 130.
+            click.echo("Interrupted. A pull resumes where it stopped when run again.", err=True)
+            code = 130
+        else:
+            click.echo("Aborted.", err=True)
+            code = 1
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code

@@ -73,6 +73,7 @@ class Transfer:
     emit: EventSink
     fsync: bool = True
     no_range: set[str] = field(default_factory=set)  # endpoints seen ignoring Range
+    stopped: threading.Event = field(default_factory=threading.Event)  # the user interrupted the pull
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -451,8 +452,8 @@ def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) ->
     for endpoint in _endpoint_order(transfer, excluded):
         attempts = 0
         while attempts < ATTEMPTS_PER_ENDPOINT and not part.complete:
-            if cancel.is_set():
-                raise InterruptedError("another range of this file failed")
+            if cancel.is_set() or transfer.stopped.is_set():
+                raise InterruptedError("another range of this file failed, or the pull was interrupted")
             before = part.done
             try:
                 with transfer.slots:
@@ -511,8 +512,8 @@ def _stream(transfer, endpoint, remote, fd, part, progress, used, cancel) -> Non
     flushed = part.offset  # where this stream last asked the kernel to start writing to disk
     try:
         while not part.complete:
-            if cancel.is_set():
-                raise InterruptedError("another range of this file failed")
+            if cancel.is_set() or transfer.stopped.is_set():
+                raise InterruptedError("another range of this file failed, or the pull was interrupted")
             want = min(BUFFER, part.end - part.offset)
             # Fill the buffer before writing: a slow or capped connection delivers a few KB per
             # read, and writing, locking and reporting each of those would cost more CPU than the

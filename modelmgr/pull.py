@@ -238,8 +238,16 @@ def _fetch_all(transfer: Transfer, plan: PullPlan) -> int:
 
     order = sorted(remotes, key=lambda r: r.size, reverse=True)
     workers = max(1, min(transfer.connections, len(order)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
+    try:
         list(pool.map(one, order))
+    except BaseException:
+        # Ctrl-C: stop every transfer at its next buffer (each saves its resume state) instead
+        # of waiting, as a plain `with` would, for every file in flight to finish downloading.
+        transfer.stopped.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     if failures:
         for exc in failures:
             if isinstance(exc, (KeyboardInterrupt, errors.DiskSpaceError, errors.UnsafeServerResponse)):
