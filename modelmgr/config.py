@@ -114,6 +114,16 @@ def _as_positive_int(value: Any, key: str) -> int:
     return number
 
 
+def _as_seconds(value: Any, key: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf") or isinstance(value, bool):
+        raise ConfigError(f"invalid value {value!r} for {key}: use a number of seconds above 0, for example 10.")
+    return seconds
+
+
 def _as_str(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"invalid value {value!r} for {key}: use a string.")
@@ -150,7 +160,7 @@ SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "hub.endpoints": (_as_endpoint_list, [], "ordered fallback endpoints: url, name, timeout, send_token"),
     "hub.offline": (_as_bool, False, "never open a socket; serve only what is cached (HF_HUB_OFFLINE)"),
     "hub.connections": (_as_positive_int, 32, "parallel connections per pull"),
-    "hub.timeout": (lambda v, k: float(v), 30.0, "seconds without data before an endpoint counts as failed"),
+    "hub.timeout": (lambda v, k: _as_seconds(v, k), 30.0, "seconds without data before an endpoint counts as failed"),
     "run.backend": (_as_str, "auto", "backend for run and load: auto, cpu, cuda, int8 or a plugin's"),
     "run.dtype": (_as_str, "auto", "auto, float32, bfloat16 or float16"),
     "run.max_memory": (_as_size, None, "cap on the memory a model may take, for backend selection"),
@@ -281,7 +291,7 @@ def load_config(
 
     for variable, key, convert in ENVIRONMENT:
         raw = environ.get(variable)
-        if raw is None or raw == "" and key != "hub.offline":
+        if raw is None or raw == "":  # set but empty counts as unset, as in a shell
             continue
         values[key] = SCHEMA[key][0](convert(raw), f"{key} (from ${variable})")
         sources[key] = f"environment ${variable}"
@@ -313,7 +323,7 @@ def load_config(
             Endpoint(
                 url=_as_str(table["url"], "hub.endpoints.url"),
                 name=str(table.get("name") or table["url"]),
-                timeout=float(table.get("timeout", timeout)),
+                timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
                 send_token=_as_bool(table.get("send_token", False), "hub.endpoints.send_token"),
             )
         )

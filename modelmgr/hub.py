@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from . import errors
 from .config import Config, Endpoint
@@ -337,9 +337,16 @@ def _next_page(response: Response, endpoint: Endpoint) -> str | None:
     for part in link.split(","):
         if 'rel="next"' in part and "<" in part and ">" in part:
             url = part[part.index("<") + 1 : part.index(">")]
-            if url.startswith(endpoint.url):
-                return url[len(endpoint.url):]
-            if url.startswith("/"):
+            if url.startswith("/") and not url.startswith("//"):
                 return url
+            # Same scheme, host and port only: "https://mirror.example.com.evil.net/" merely
+            # starts with the endpoint's URL.
+            if url.startswith(endpoint.url + "/") and _origin(url) == _origin(endpoint.url):
+                return url[len(endpoint.url):]
             raise EndpointFailure(f"tree pagination points to another host ({url.split('/')[2] if '://' in url else url})")
     return None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()

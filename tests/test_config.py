@@ -157,3 +157,16 @@ def test_a_malformed_token_is_refused_without_being_shown(monkeypatch):
     with pytest.raises(ConfigError) as caught:
         load_config()
     assert "SECRET" not in str(caught.value) and "HF_TOKEN" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ['"soon"', "0", "-5", "nan", "true"])
+def test_timeouts_must_be_positive_numbers(value):
+    write(Path(os.environ["MODELMGR_CONFIG"]), f"[hub]\ntimeout = {value}\n")
+    with pytest.raises(ConfigError, match="number of seconds above 0"):
+        load_config()
+
+
+def test_an_empty_environment_variable_does_not_override_the_config(monkeypatch):
+    write(Path(os.environ["MODELMGR_CONFIG"]), "[hub]\noffline = true\n")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    assert load_config().offline is True

@@ -203,3 +203,12 @@ def test_pull_does_not_import_torch(local_hub, tmp_path):
                                capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr
     assert "heavy: []" in completed.stdout
+
+
+def test_a_paginated_tree_listing_is_followed(capsys, monkeypatch, local_hub):
+    local_hub.tree_page_size = 2  # 6 files: three pages, linked with Link: <...>; rel="next"
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    outcome = cli(capsys, "pull", TINY_MODEL_ID, "--dry-run", "--json")
+    assert outcome.code == 0, outcome.err
+    assert {f["path"] for f in json.loads(outcome.out)["files"]} == TINY_FILES
+    assert len([r for r in local_hub.requests if "/tree/" in r.path]) == 3
