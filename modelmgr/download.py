@@ -311,6 +311,15 @@ def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
                 _discard(incomplete, state_path)
                 transfer.emit(Notice(f"{remote.path}: the resumed download did not verify; starting the file over"))
                 continue
+            if digest != remote.etag and len(used) > 1:
+                # Ranges came from several endpoints and the hash cannot say whose bytes were
+                # wrong: fetch the file whole from one endpoint at a time, so the next mismatch
+                # names its culprit instead of excluding good mirrors with the bad one.
+                _discard(incomplete, state_path)
+                progress.state_path = None
+                whole = True
+                transfer.emit(Notice(f"{remote.path}: content hash mismatch from several endpoints; fetching it whole from one"))
+                continue
             if digest != remote.etag:
                 _discard(incomplete, state_path)
                 # The IntegrityError below passes the `except BaseException` that saves the state
