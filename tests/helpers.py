@@ -50,3 +50,10 @@ def small_repo(root: Path, *, weights: int, seed: int) -> Path:
     (root / "tokenizer.json").write_text('{"version": "1.0"}\n')
     (root / "model.safetensors").write_bytes(random.Random(seed).randbytes(weights))
     return root
+
+
+def serve(hub_factory, repo_id: str, folder: Path):
+    """A started LocalHub (stopped at teardown by the fixture) serving ``folder`` as ``repo_id``."""
+    hub = hub_factory()
+    hub.add_repo(repo_id, folder)
+    return hub

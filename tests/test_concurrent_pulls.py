@@ -16,7 +16,7 @@ import pytest
 from modelmgr.download import state_file
 from modelmgr.layout import RepoPaths
 
-from .helpers import hf_cache as cache
+from .helpers import hf_cache as cache, serve
 from .helpers import small_repo
 
 MiB = 1024 * 1024
@@ -34,9 +34,7 @@ def repo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def hub(hub_factory, repo_dir):
-    served = hub_factory()
-    served.add_repo(REPO, repo_dir)
-    return served
+    return serve(hub_factory, REPO, repo_dir)
 
 
 def start_pull(hub) -> subprocess.Popen:

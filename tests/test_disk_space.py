@@ -17,7 +17,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import ShortBody, Status
 from modelmgr.units import format_size
 
-from .helpers import cli, small_repo, hf_cache as cache
+from .helpers import cli, small_repo, hf_cache as cache, serve
 
 MiB = 1024 * 1024
 REPO = "org/disk"
@@ -34,9 +34,7 @@ def repo_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hub(hub_factory, repo_dir):
-    served = hub_factory()
-    served.add_repo(REPO, repo_dir)
-    return served
+    return serve(hub_factory, REPO, repo_dir)
 
 
 

@@ -14,7 +14,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import BadEtag, Hangup, HostileTree, HtmlPage, RedirectTo, ResetMidBody, Status
 from modelmgr.testing.faults import HOSTILE_PATHS
 
-from .helpers import cli, small_repo, hf_cache as cache
+from .helpers import cli, small_repo, hf_cache as cache, serve
 
 REPO = "org/hostile"
 WEIGHTS = 2 * 1024 * 1024
@@ -28,9 +28,7 @@ def repo_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hub(hub_factory, repo_dir):
-    served = hub_factory()
-    served.add_repo(REPO, repo_dir)
-    return served
+    return serve(hub_factory, REPO, repo_dir)
 
 
 

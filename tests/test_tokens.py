@@ -13,7 +13,7 @@ from modelmgr.layout import RepoPaths
 from modelmgr.testing import RedirectTo, Status, free_port
 from modelmgr.transport import Transport, token_allowed
 
-from .helpers import cli, run_modelmgr, small_repo
+from .helpers import cli, run_modelmgr, small_repo, serve
 
 REPO = "org/private"
 TOKEN = "secret-xyz"
@@ -27,9 +27,7 @@ def repo_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hub(hub_factory, repo_dir):
-    served = hub_factory()
-    served.add_repo(REPO, repo_dir)
-    return served
+    return serve(hub_factory, REPO, repo_dir)
 
 
 @pytest.fixture(autouse=True)
