@@ -103,9 +103,9 @@ def run_plain(path: Path, max_new_tokens: int) -> dict:
 
 
 def run_modelmgr(path: Path, max_new_tokens: int, backend: str = "cpu") -> dict:
-    from modelmgr.backends import GenerationSettings, plan_load
-    from modelmgr.chat import complete
-    from modelmgr.config import load_config
+    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.chat import complete
+    from modelmgr.project.config import load_config
 
     started = time.perf_counter()
     plan = plan_load(str(path), config=load_config(), backend=backend)
@@ -146,7 +146,7 @@ def memory_child(path: str, backend: str, max_new_tokens: int) -> None:
     import torch  # noqa: F401 - the baseline includes the libraries, which both backends need
     import transformers  # noqa: F401
 
-    from modelmgr.memory import process_rss
+    from modelmgr.run.memory import process_rss
 
     if backend == "int8":
         import bitsandbytes  # noqa: F401
@@ -157,9 +157,9 @@ def memory_child(path: str, backend: str, max_new_tokens: int) -> None:
             peak_file.write_text("5")  # reset VmHWM to the current RSS, so the peak is this load's
         except OSError:
             pass
-    from modelmgr.backends import GenerationSettings, plan_load
-    from modelmgr.chat import complete
-    from modelmgr.config import load_config
+    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.chat import complete
+    from modelmgr.project.config import load_config
 
     plan = plan_load(path, config=load_config(), backend=backend)
     loaded = plan.load()  # kept referenced until measured: a freed model would not show
@@ -264,7 +264,7 @@ def main() -> int:
         (Path(tmp) / "config.toml").write_text("")
         print("building the benchmark model ...", file=sys.stderr)
         path = build_bench_model(Path(tmp) / "bench-llama")
-        from modelmgr.modelinfo import read_model_info
+        from modelmgr.run.modelinfo import read_model_info
 
         params = read_model_info(path).parameter_count
         before = os.getloadavg()[0]

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
-    "pull": ("modelmgr.pull", "pull"),
-    "load": ("modelmgr.backends", "load"),
-    "hookimpl": ("modelmgr.hookspecs", "hookimpl"),
-    "Backend": ("modelmgr.backends", "Backend"),
-    "LoadOptions": ("modelmgr.backends", "LoadOptions"),
-    "load_config": ("modelmgr.config", "load_config"),
-    "scan_cache": ("modelmgr.cache", "scan_cache"),
-    "ModelRef": ("modelmgr.refs", "ModelRef"),
-    "parse_ref": ("modelmgr.refs", "parse_ref"),
+    "pull": ("modelmgr.fetch.pull", "pull"),
+    "load": ("modelmgr.run.backends", "load"),
+    "hookimpl": ("modelmgr.run.hookspecs", "hookimpl"),
+    "Backend": ("modelmgr.run.backends", "Backend"),
+    "LoadOptions": ("modelmgr.run.backends", "LoadOptions"),
+    "load_config": ("modelmgr.project.config", "load_config"),
+    "scan_cache": ("modelmgr.cache.scan", "scan_cache"),
+    "ModelRef": ("modelmgr.project.refs", "ModelRef"),
+    "parse_ref": ("modelmgr.project.refs", "parse_ref"),
 }
 _ERRORS = (
     "ModelmgrError", "InvalidReference", "ConfigError", "HubError", "RepoNotFound", "RevisionNotFound",
@@ -28,13 +28,13 @@ _ERRORS = (
 __all__ = sorted([*_LAZY, *_ERRORS])
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .backends import Backend, LoadOptions, load
-    from .cache import scan_cache
-    from .config import load_config
-    from .errors import *  # noqa: F403
-    from .hookspecs import hookimpl
-    from .pull import pull
-    from .refs import ModelRef, parse_ref
+    from modelmgr.run.backends import Backend, LoadOptions, load
+    from modelmgr.cache.scan import scan_cache
+    from modelmgr.project.config import load_config
+    from modelmgr.errors import *  # noqa: F403
+    from modelmgr.run.hookspecs import hookimpl
+    from modelmgr.fetch.pull import pull
+    from modelmgr.project.refs import ModelRef, parse_ref
 
 
 def __getattr__(name: str) -> Any:

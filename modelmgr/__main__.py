@@ -1,3 +1,3 @@
-from .cli import main
+from modelmgr.cli import main
 
 main()

@@ -12,20 +12,20 @@ import sys
 
 import click
 
-from .errors import ModelmgrError
+from modelmgr.errors import ModelmgrError
 
 # name -> "module:attribute" under modelmgr.commands
 BUILTIN_COMMANDS = {
     "pull": "pull:pull",
-    "list": "listing:list_command",
-    "rm": "remove:rm",
+    "list": "list:list_command",
+    "rm": "rm:rm",
     "run": "run:run",
     "show": "show:show",
     "backends": "backends:backends",
-    "du": "usage:du",
+    "du": "du:du",
     "prune": "prune:prune",
     "verify": "verify:verify",
-    "config": "config_cmd:config",
+    "config": "config:config",
     "lock": "lock:lock",
     "sync": "lock:sync",
 }
@@ -48,7 +48,7 @@ class LazyGroup(click.Group):
         return getattr(loaded, attribute)
 
     def _plugin_commands(self) -> dict[str, click.Command]:
-        from .plugins import plugin_commands
+        from modelmgr.run.plugins import plugin_commands
 
         return plugin_commands()
 

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from modelmgr import hookimpl
-from modelmgr.backends import (
+from modelmgr.run.backends import (
     Availability,
     Backend,
     LoadOptions,
@@ -24,8 +24,8 @@ from modelmgr.backends import (
     select_backend,
 )
 from modelmgr.errors import BackendError, UnsafeModel
-from modelmgr.modelinfo import ModelInfo, read_model_info
-from modelmgr.plugins import get_plugin_manager
+from modelmgr.run.modelinfo import ModelInfo, read_model_info
+from modelmgr.run.plugins import get_plugin_manager
 
 GB = 10**9
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import modelmgr
-from modelmgr.backends import GenerationSettings, LoadOptions, get_registry, plan_load
-from modelmgr.chat import complete
-from modelmgr.config import load_config
+from modelmgr.run.backends import GenerationSettings, LoadOptions, get_registry, plan_load
+from modelmgr.run.chat import complete
+from modelmgr.project.config import load_config
 from modelmgr.errors import UnsafeModel
-from modelmgr.modelinfo import estimate_memory, read_model_info
+from modelmgr.run.modelinfo import estimate_memory, read_model_info
 from modelmgr.testing import TINY_MODEL_ID
 
 pytest.importorskip("transformers")

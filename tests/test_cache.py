@@ -10,10 +10,10 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from modelmgr.cache import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, manifest_path, scan_cache, unique_size
+from modelmgr.cache.scan import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, manifest_path, scan_cache, unique_size
 from modelmgr.errors import ModelmgrError, NotCached
-from modelmgr.layout import RepoPaths
-from modelmgr.removal import _delete, plan_removal, plan_removals
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.cache.removal import _delete, plan_removal, plan_removals
 
 C1 = "1" * 40
 C2 = "2" * 40
@@ -440,7 +440,7 @@ def summary(info) -> list[tuple]:
 @pytest.fixture
 def indexing(monkeypatch: pytest.MonkeyPatch):
     """Index repos however recent their folders are, and tell which repos the index served."""
-    import modelmgr.cache as cache_module
+    import modelmgr.cache.scan as cache_module
 
     monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0)
     rescanned: list[str] = []

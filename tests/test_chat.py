@@ -5,8 +5,8 @@ from typing import Iterator
 
 import pytest
 
-from modelmgr.backends import Backend, Generation, GenerationSettings, LoadedModel
-from modelmgr.chat import BYE, CHAT_HELP, CLEAR, ChatSession, chat_loop, complete, plain_prompt
+from modelmgr.run.backends import Backend, Generation, GenerationSettings, LoadedModel
+from modelmgr.run.chat import BYE, CHAT_HELP, CLEAR, ChatSession, chat_loop, complete, plain_prompt
 
 
 class ScriptedGeneration(Generation):

@@ -112,9 +112,9 @@ def test_list_warns_on_stderr_and_never_crashes(cache: Path) -> None:
 
 
 def test_list_through_the_scan_index(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelmgr.cache
+    import modelmgr.cache.scan
 
-    monkeypatch.setattr(modelmgr.cache, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(modelmgr.cache.scan, "RACY_SECONDS", 0.0)
     build_repo(cache, "org/m", {C1: {"a": b"a" * 5}, C2: {"a": b"a" * 5, "b": b"b"}}, refs={"main": C2})
     first = invoke("list", "--json").stdout
     time.sleep(0.03)  # let the filesystem clock tick past the indexed timestamps
@@ -296,10 +296,10 @@ def test_a_plan_overtaken_by_a_pull_deletes_nothing(local_hub, tmp_path, tiny_mo
     """rm plans, the person confirms a minute later: a pull in between must not be undone."""
     import shutil as _shutil
 
-    from modelmgr.cache import scan_cache as _scan
+    from modelmgr.cache.scan import scan_cache as _scan
     from modelmgr.errors import ModelmgrError
-    from modelmgr.pull import pull
-    from modelmgr.removal import plan_removal
+    from modelmgr.fetch.pull import pull
+    from modelmgr.cache.removal import plan_removal
     from modelmgr.testing import TINY_MODEL_ID
 
     monkeypatch.setenv("HF_ENDPOINT", local_hub.url)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.download import state_file
-from modelmgr.layout import RepoPaths
+from modelmgr.fetch.download import state_file
+from modelmgr.cache.layout import RepoPaths
 
 from .helpers import hf_cache as cache, serve
 from .helpers import small_repo
@@ -143,8 +143,8 @@ def test_a_lock_file_left_by_a_killed_pull_never_hangs_the_next(hub, repo_dir):
 # lock turned into exactly that: a lock that never waits.
 NO_LOCK_PULL = """
 import sys
-import modelmgr.locking
-modelmgr.locking.fcntl = None  # flock that silently succeeds
+import modelmgr.cache.locking
+modelmgr.cache.locking.fcntl = None  # flock that silently succeeds
 from modelmgr.cli import main
 main(sys.argv[1:])
 """

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.config import HUGGINGFACE_CO, load_config
+from modelmgr.project.config import HUGGINGFACE_CO, load_config
 from modelmgr.errors import ConfigError
 
 
@@ -122,7 +122,7 @@ def test_offline_from_environment(monkeypatch):
 def test_config_example_documents_every_key_and_parses():
     import tomllib
 
-    from modelmgr.config import SCHEMA
+    from modelmgr.project.config import SCHEMA
 
     text = (Path(__file__).parent.parent / "config.example.toml").read_text()
     tomllib.loads(text)
@@ -143,7 +143,7 @@ def test_alias_ids_and_revisions_are_validated_like_typed_ones():
 
 def test_a_ref_can_never_lead_out_of_refs(tmp_path):
     from modelmgr.errors import InvalidReference
-    from modelmgr.layout import RepoPaths
+    from modelmgr.cache.layout import RepoPaths
 
     paths = RepoPaths(tmp_path, "org/name")
     for name in ("../../x", "/abs", "a/../../b", "", "a\\b"):

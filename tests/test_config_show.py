@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.config import SCHEMA
+from modelmgr.project.config import SCHEMA
 
 from .helpers import cli, run_modelmgr
 

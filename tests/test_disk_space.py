@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr import pull as pull_module
-from modelmgr.download import state_file
-from modelmgr.layout import RepoPaths
+from modelmgr.fetch import pull as pull_module
+from modelmgr.fetch.download import state_file
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import ShortBody, Status
 from modelmgr.units import format_size
 
@@ -43,7 +43,7 @@ def etag_of(repo_dir: Path) -> str:
 
 
 def fake_free_space(monkeypatch, free: int) -> list[Path]:
-    """shutil.disk_usage as modelmgr.pull sees it (a filesystem fact; the HTTP side stays real)."""
+    """shutil.disk_usage as modelmgr.fetch.pull sees it (a filesystem fact; the HTTP side stays real)."""
     asked: list[Path] = []
 
     def disk_usage(path):
@@ -90,8 +90,7 @@ def test_the_check_counts_only_the_bytes_still_missing(capsys, monkeypatch, hub,
 
 
 def test_a_disk_filling_up_mid_way_stops_clearly_and_the_next_pull_resumes(capsys, monkeypatch, hub, repo_dir):
-    from modelmgr import download
-
+    from modelmgr.fetch import download
     room = 3 * MiB + 12345
     written = [0]
     real_pwrite = os.pwrite

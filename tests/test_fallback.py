@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.layout import RepoPaths
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import HostileTree, HtmlPage, ResetMidBody, ShortBody, Stall, Status, free_port
 
 from .helpers import cli, hf_cache as cache

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr import hookspecs
-
+from modelmgr.run import hookspecs
 ROOT = Path(__file__).resolve().parents[1]
 HOOKS = sorted(name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, f"{hookspecs.PROJECT}_spec"))
 

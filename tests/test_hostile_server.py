@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.layout import RepoPaths
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import BadEtag, Hangup, HostileTree, HtmlPage, RedirectTo, ResetMidBody, Status
 from modelmgr.testing.faults import HOSTILE_PATHS
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.download import state_file
-from modelmgr.layout import RepoPaths
+from modelmgr.fetch.download import state_file
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import BadEtag, FlipByte, git_blob_sha1
 
 from .helpers import cli, hf_cache as cache, small_repo

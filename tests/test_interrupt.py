@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from modelmgr.layout import RepoPaths
+from modelmgr.cache.layout import RepoPaths
 
 from .helpers import cli, hf_cache, small_repo
 

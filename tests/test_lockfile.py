@@ -6,7 +6,7 @@ import os
 import tomllib
 from pathlib import Path
 
-from modelmgr.layout import RepoPaths
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import TINY_MODEL_ID
 
 from .helpers import cli

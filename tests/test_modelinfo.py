@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr import memory
+from modelmgr.run import memory
 from modelmgr.errors import BackendError
-from modelmgr.modelinfo import (
+from modelmgr.run.modelinfo import (
     DEFAULT_CONTEXT_CAP,
     count_tensors,
     estimate_memory,
@@ -217,5 +217,5 @@ def test_free_ram_and_rss_on_this_machine() -> None:
 def test_modelinfo_never_imports_torch(model_dir: Path) -> None:
     import subprocess
 
-    code = f"import sys; from modelmgr.modelinfo import read_model_info; import modelmgr.backends, modelmgr.chat; read_model_info({str(model_dir)!r}); print('torch' in sys.modules)"
+    code = f"import sys; from modelmgr.run.modelinfo import read_model_info; import modelmgr.run.backends, modelmgr.run.chat; read_model_info({str(model_dir)!r}); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from modelmgr.layout import RepoPaths
-from modelmgr.manifest import manifest_path
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.cache.manifest import manifest_path
 
 from .helpers import cli, run_modelmgr, hf_cache as cache, small_repo
 
@@ -94,8 +94,8 @@ def test_an_incomplete_snapshot_is_not_served_offline(capsys, monkeypatch, hub, 
 
 
 def test_the_library_api_is_offline_too(capsys, monkeypatch, hub, sockets):
-    from modelmgr.config import load_config
-    from modelmgr.pull import ensure_snapshot, pull
+    from modelmgr.project.config import load_config
+    from modelmgr.fetch.pull import ensure_snapshot, pull
 
     pull_online(capsys, hub)
     sockets.block()

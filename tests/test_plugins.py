@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from modelmgr import hookimpl
 from modelmgr.cli import cli
-from modelmgr.plugins import get_plugin_manager
+from modelmgr.run.plugins import get_plugin_manager
 
 EXAMPLE_INSTALLED = any(ep.name == "example" for ep in metadata.entry_points(group="modelmgr"))
 needs_example = pytest.mark.skipif(not EXAMPLE_INSTALLED, reason="modelmgr-example is not installed: pip install -e plugins/example")

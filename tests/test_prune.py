@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.cache import scan_cache
-from modelmgr.config import load_config
+from modelmgr.cache.scan import scan_cache
+from modelmgr.project.config import load_config
 from modelmgr.errors import DiskSpaceError
-from modelmgr.layout import RepoPaths
-from modelmgr.lockfile import LockedFile, LockedModel, write_lock
-from modelmgr.locking import file_lock
-from modelmgr.prune import INCOMPLETE, ORPHAN, PARTIAL_STATE, plan_prune, prune_to_fit
-from modelmgr.recency import all_last_used, record_use
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.project.lockfile import LockedFile, LockedModel, write_lock
+from modelmgr.cache.locking import file_lock
+from modelmgr.cache.prune import INCOMPLETE, ORPHAN, PARTIAL_STATE, plan_prune, prune_to_fit
+from modelmgr.cache.recency import all_last_used, record_use
 
 from .helpers import cli
 from .test_cache import C1, C2, C3, build_repo
@@ -151,7 +151,7 @@ def test_a_partial_download_in_progress_is_left_alone(tmp_path):
     etag = "c" * 64
     paths.incomplete(etag).write_bytes(b"x" * 10)
     config = load_config(environ={**os.environ, "HF_HUB_CACHE": str(cache)})
-    from modelmgr.prune import collect
+    from modelmgr.cache.prune import collect
 
     with file_lock(paths.locks / f"{etag}.lock"):  # what a running pull holds
         busy, _ = collect(config, incomplete=True, older_than=DAY)

@@ -1,7 +1,7 @@
 import pytest
 
 from modelmgr.errors import InvalidReference
-from modelmgr.refs import ModelRef, parse_ref, validate_repo_id
+from modelmgr.project.refs import ModelRef, parse_ref, validate_repo_id
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.download import state_file
-from modelmgr.layout import RepoPaths
+from modelmgr.fetch.download import state_file
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import IgnoreRange, ShortBody, Status
 from modelmgr.units import format_size
 
@@ -198,8 +198,7 @@ def test_a_sparse_multi_range_partial_without_state_is_not_taken_for_a_prefix(ca
 
 
 def test_multi_range_downloads_record_their_layout_before_the_first_byte(capsys, monkeypatch, hub_factory, big_dir):
-    from modelmgr import download
-
+    from modelmgr.fetch import download
     hub = hub_factory()
     hub.add_repo(REPO, big_dir)
     etag = sha256(big_dir / "model.safetensors")
@@ -275,7 +274,7 @@ def test_a_non_terminal_run_prints_plain_lines(hub_factory, medium_dir):
 
 def test_progress_view_draws_ansi_bars_on_a_terminal():
     from modelmgr.commands._progress import ProgressView
-    from modelmgr.events import BytesReceived, FileFinished, FileStarted, Notice
+    from modelmgr.fetch.events import BytesReceived, FileFinished, FileStarted, Notice
 
     stream = io.StringIO()
     view = ProgressView(total_bytes=2000, stream=stream, tty=True)

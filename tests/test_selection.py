@@ -1,4 +1,4 @@
-from modelmgr.selection import default_selection, select_files
+from modelmgr.fetch.selection import default_selection, select_files
 
 LLAMA_REPO = [
     ".gitattributes", "README.md", "LICENSE", "config.json", "generation_config.json",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.config import load_config
-from modelmgr.layout import RepoPaths
-from modelmgr.pull import ensure_snapshot, find_cached, pull
-from modelmgr.refs import ModelRef
+from modelmgr.project.config import load_config
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.fetch.pull import ensure_snapshot, find_cached, pull
+from modelmgr.project.refs import ModelRef
 from modelmgr.testing import TINY_MODEL_ID
 
 from .helpers import cli

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.config import Endpoint
-from modelmgr.layout import RepoPaths
+from modelmgr.project.config import Endpoint
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import RedirectTo, Status, free_port
-from modelmgr.transport import Transport, token_allowed
+from modelmgr.fetch.transport import Transport, token_allowed
 
 from .helpers import cli, run_modelmgr, small_repo, serve
 
@@ -128,7 +128,7 @@ def test_the_token_stays_out_of_logs_and_reprs(capsys, caplog, hub):
         assert cli(capsys, "pull", REPO).code == 0
     assert "GET" in caplog.text and TOKEN not in caplog.text
     assert TOKEN not in repr(Transport(token=TOKEN))
-    from modelmgr.config import load_config
+    from modelmgr.project.config import load_config
 
     loaded = load_config()
     assert loaded.token == TOKEN and TOKEN not in repr(loaded)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelmgr.layout import RepoPaths
+from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import TINY_MODEL_ID
 
 from .helpers import cli, run_modelmgr

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from ..config import Config, load_config
+from modelmgr.project.config import Config, load_config
 
 
 def get_config(*, flags: dict[str, Any] | None = None, endpoints: Sequence[str] = ()) -> Config:

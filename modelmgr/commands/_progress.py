@@ -7,8 +7,8 @@ import threading
 import time
 from typing import TextIO
 
-from ..events import BytesReceived, Event, FileFinished, FileStarted, Notice
-from ..units import format_size
+from modelmgr.fetch.events import BytesReceived, Event, FileFinished, FileStarted, Notice
+from modelmgr.units import format_size
 
 REDRAW_EVERY = 0.1
 BAR = 24

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, render_table
+from modelmgr.commands._common import echo_json, render_table
 
 
 @click.command()
@@ -14,9 +14,9 @@ def backends(as_json: bool) -> None:
     Plugins that failed to load are listed with their error; they never stop the others.
     MODELMGR_LOAD_PLUGINS=name,... loads only the named plugins.
     """
-    from ..backends import backend_statuses, get_registry
-    from ..plugins import broken_plugins
-    from ..units import format_size
+    from modelmgr.run.backends import backend_statuses, get_registry
+    from modelmgr.run.plugins import broken_plugins
+    from modelmgr.units import format_size
 
     registry = get_registry()
     statuses = backend_statuses(registry)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, get_config
+from modelmgr.commands._common import echo_json, get_config
 
 
 @click.command()
@@ -11,8 +11,8 @@ from ._common import echo_json, get_config
 @click.option("--json", "as_json", is_flag=True, help="Print what was locked as JSON.")
 def lock(endpoints, as_json):
     """Resolve every [models.*] of the project config to a commit and write modelmgr.lock."""
-    from ..lockfile import build_lock, default_lock_path, write_lock
-    from ..units import format_size
+    from modelmgr.project.lockfile import build_lock, default_lock_path, write_lock
+    from modelmgr.units import format_size
 
     config = get_config(endpoints=endpoints)
     models = build_lock(config)
@@ -35,9 +35,9 @@ def lock(endpoints, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def sync(frozen, offline, endpoints, as_json):
     """Bring the cache to exactly modelmgr.lock and verify every file's hash."""
-    from ..errors import ConfigError
-    from ..lockfile import default_lock_path, mismatches, read_lock
-    from ..lockfile import sync as run_sync
+    from modelmgr.errors import ConfigError
+    from modelmgr.project.lockfile import default_lock_path, mismatches, read_lock
+    from modelmgr.project.lockfile import sync as run_sync
 
     config = get_config(flags={"hub.offline": offline}, endpoints=endpoints)
     lock_file = read_lock(default_lock_path())

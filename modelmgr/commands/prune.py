@@ -9,8 +9,8 @@ POLICY_FLAGS = "--max-size SIZE, --older-than DURATION, --detached, --incomplete
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from ..errors import ConfigError
-    from ..units import parse_size
+    from modelmgr.errors import ConfigError
+    from modelmgr.units import parse_size
 
     try:
         return parse_size(value)
@@ -21,8 +21,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     if value is None:
         return None
-    from ..errors import ConfigError
-    from ..units import parse_duration
+    from modelmgr.errors import ConfigError
+    from modelmgr.units import parse_duration
 
     try:
         return parse_duration(value)
@@ -52,9 +52,9 @@ def prune(max_size, older_than, detached, incomplete, orphans, yes, dry_run, as_
       modelmgr prune --older-than 30d --detached -y
       modelmgr prune --incomplete --orphans
     """
-    from ..prune import collect
-    from ..units import format_size
-    from ._common import confirm, echo_json, get_config
+    from modelmgr.cache.prune import collect
+    from modelmgr.units import format_size
+    from modelmgr.commands._common import confirm, echo_json, get_config
 
     if max_size is None and older_than is None and not (detached or incomplete or orphans):
         raise click.UsageError(f"say what to prune: {POLICY_FLAGS} (they combine).")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, get_config
+from modelmgr.commands._common import echo_json, get_config
 
 
 def pull_options(function):
@@ -33,10 +33,10 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
     of the weights (safetensors when present). Interrupted pulls resume; every file is
     verified against its hash before it appears in the cache.
     """
-    from ..pull import pull as run_pull
-    from ..units import format_size
-    from ..events import Notice, PlanReady
-    from ._progress import ProgressView
+    from modelmgr.fetch.pull import pull as run_pull
+    from modelmgr.units import format_size
+    from modelmgr.fetch.events import Notice, PlanReady
+    from modelmgr.commands._progress import ProgressView
 
     config = get_config(flags={"hub.offline": offline, "hub.connections": connections}, endpoints=endpoints)
     view: ProgressView | None = None

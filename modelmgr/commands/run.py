@@ -7,9 +7,9 @@ from typing import Iterator
 
 import click
 
-from ..backends import DTYPES
-from ._common import echo_json, get_config, is_terminal
-from .pull import pull_options
+from modelmgr.run.backends import DTYPES
+from modelmgr.commands._common import echo_json, get_config, is_terminal
+from modelmgr.commands.pull import pull_options
 
 
 def stdin_is_terminal() -> bool:
@@ -25,8 +25,8 @@ def status(message: str) -> None:
 @contextmanager
 def pull_progress(enabled: bool) -> Iterator[object]:
     """An event sink drawing pull progress on stderr, for a model that is not cached yet."""
-    from ..events import PlanReady
-    from ._progress import ProgressView
+    from modelmgr.fetch.events import PlanReady
+    from modelmgr.commands._progress import ProgressView
 
     view = None
 
@@ -84,9 +84,9 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
       echo "Summarise: ..." | modelmgr run Qwen/Qwen2.5-0.5B-Instruct --temperature 0
       modelmgr run Qwen/Qwen2.5-0.5B-Instruct --backend int8
     """
-    from ..backends import GenerationSettings, plan_load
-    from ..chat import ChatSession, chat_loop, complete
-    from ..units import format_size
+    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.chat import ChatSession, chat_loop, complete
+    from modelmgr.units import format_size
 
     config = get_config(
         flags={"hub.offline": True if offline else None, "run.backend": backend, "run.dtype": dtype, "run.max_memory": max_memory},

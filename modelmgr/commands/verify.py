@@ -25,20 +25,20 @@ def verify(ref: str | None, repair: bool, as_json: bool) -> None:
       modelmgr verify
       modelmgr verify Qwen/Qwen2.5-0.5B-Instruct --repair
     """
-    from ..cache import scan_cache
-    from ..errors import IntegrityError, InvalidReference, NotCached
-    from ..units import format_size
-    from ..verify import repair as repair_cache
-    from ..verify import verify_cache
-    from ._common import echo_json, get_config
-    from .remove import split_repo_type
+    from modelmgr.cache.scan import scan_cache
+    from modelmgr.errors import IntegrityError, InvalidReference, NotCached
+    from modelmgr.units import format_size
+    from modelmgr.cache.verify import repair as repair_cache
+    from modelmgr.cache.verify import verify_cache
+    from modelmgr.commands._common import echo_json, get_config
+    from modelmgr.commands.rm import split_repo_type
 
     config = get_config()
     select = None
     wanted = None
     if ref is not None:
-        from ..refs import parse_ref
-        from ..removal import resolve_revision
+        from modelmgr.project.refs import parse_ref
+        from modelmgr.cache.removal import resolve_revision
 
         repo_type, rest = split_repo_type(ref)
         parsed = parse_ref(rest, aliases=config.aliases())
@@ -69,7 +69,7 @@ def verify(ref: str | None, repair: bool, as_json: bool) -> None:
 
     final = report
     if repair and not report.ok:
-        from ..events import Notice
+        from modelmgr.fetch.events import Notice
 
         def on_event(event) -> None:
             if isinstance(event, Notice) and not as_json:

@@ -12,8 +12,8 @@ add `pytest_plugins = ["modelmgr.testing.fixtures"]` to a conftest.py. Nothing h
 or transformers until a model is built.
 """
 
-from . import faults
-from .faults import (
+from modelmgr.testing import faults
+from modelmgr.testing.faults import (
     BadEtag,
     BadSize,
     Fault,
@@ -30,8 +30,8 @@ from .faults import (
     Status,
     free_port,
 )
-from .server import HubFile, LocalHub, RecordedRequest, git_blob_sha1
-from .tinymodel import build_tiny_model, tiny_model_files
+from modelmgr.testing.server import HubFile, LocalHub, RecordedRequest, git_blob_sha1
+from modelmgr.testing.tinymodel import build_tiny_model, tiny_model_files
 
 TINY_MODEL_ID = "modelmgr-test/tiny-llama"
 

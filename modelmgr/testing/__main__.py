@@ -10,9 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from . import TINY_MODEL_ID
-from .server import LocalHub
-from .tinymodel import build_tiny_model, tiny_model_files
+from modelmgr.testing import TINY_MODEL_ID
+from modelmgr.testing.server import LocalHub
+from modelmgr.testing.tinymodel import build_tiny_model, tiny_model_files
 
 
 def _parse_repo(spec: str) -> tuple[str, Path]:

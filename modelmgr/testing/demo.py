@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .server import LocalHub
-from .tinymodel import build_tiny_model
+from modelmgr.testing.server import LocalHub
+from modelmgr.testing.tinymodel import build_tiny_model
 
 DEMO_ID = "modelmgr-demo/tiny-chat"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from . import TINY_MODEL_ID
-from .server import LocalHub
-from .tinymodel import tiny_model_files
+from modelmgr.testing import TINY_MODEL_ID
+from modelmgr.testing.server import LocalHub
+from modelmgr.testing.tinymodel import tiny_model_files
 
 
 @pytest.fixture(scope="session")

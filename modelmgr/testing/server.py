@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from .faults import NO_FAULT, Fault, FaultQueue, FaultRule
+from modelmgr.testing.faults import NO_FAULT, Fault, FaultQueue, FaultRule
 
 # Files git-lfs tracks in a Hub repo by default (.gitattributes of a new repo), whatever their size.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".h5", ".msgpack")

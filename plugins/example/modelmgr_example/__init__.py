@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from modelmgr import hookimpl
-from modelmgr.backends import (
+from modelmgr.run.backends import (
     Availability,
     Backend,
     Generation,
@@ -22,7 +22,7 @@ from modelmgr.backends import (
     LoadOptions,
     Message,
 )
-from modelmgr.modelinfo import ModelInfo
+from modelmgr.run.modelinfo import ModelInfo
 
 __version__ = "0.1.0"
 
@@ -66,7 +66,7 @@ class ExampleBackend(Backend):
 
     def estimate(self, info: ModelInfo, options: LoadOptions) -> int:
         # It keeps only config.json in memory. A real backend computes weights + KV cache +
-        # overhead; modelmgr.modelinfo.estimate_memory does that for the usual layouts.
+        # overhead; modelmgr.run.modelinfo.estimate_memory does that for the usual layouts.
         return 1024 * 1024
 
     def load(self, path: Path, options: LoadOptions) -> LoadedModel:

@@ -8,10 +8,10 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from modelmgr.backends import GenerationSettings, LoadOptions, get_registry
-from modelmgr.chat import complete
+from modelmgr.run.backends import GenerationSettings, LoadOptions, get_registry
+from modelmgr.run.chat import complete
 from modelmgr.cli import cli
-from modelmgr.plugins import plugin_infos
+from modelmgr.run.plugins import plugin_infos
 from modelmgr.testing import TINY_MODEL_ID
 
 NOT_INSTALLED = "modelmgr-example is not installed: pip install -e plugins/example"

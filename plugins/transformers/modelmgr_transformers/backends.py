@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmgr.backends import Availability, BackendError, LoadOptions
-from modelmgr.memory import free_ram
-from modelmgr.modelinfo import ModelInfo, estimate_memory
+from modelmgr.run.backends import Availability, BackendError, LoadOptions
+from modelmgr.run.memory import free_ram
+from modelmgr.run.modelinfo import ModelInfo, estimate_memory
 
 from .base import CUDA_CONTEXT_BYTES, TransformersBackend, silence_bitsandbytes, torch_dtype
 from .requirements import INT8_EXTRA, cuda_status, gpu_free_memory, require

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from modelmgr.backends import (
+from modelmgr.run.backends import (
     Availability,
     Backend,
     BackendError,
@@ -16,7 +16,7 @@ from modelmgr.backends import (
     LoadOptions,
     Message,
 )
-from modelmgr.modelinfo import ModelInfo, estimate_memory, read_model_info
+from modelmgr.run.modelinfo import ModelInfo, estimate_memory, read_model_info
 
 from .requirements import require
 

@@ -10,7 +10,7 @@ import functools
 import importlib.util
 from importlib import metadata
 
-from modelmgr.backends import Availability
+from modelmgr.run.backends import Availability
 
 RUN_EXTRA = "pip install 'modelmgr[run]'"
 INT8_EXTRA = "pip install 'modelmgr[int8]'"

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .cache import IN_BLOBS, CacheInfo, CachedRepo, CachedRevision
-from .errors import ModelmgrError
-from .hashing import hash_file
-from .layout import INCOMPLETE_SUFFIX, RepoPaths
-from .manifest import read_manifest
-from .units import format_size
+from modelmgr.cache.scan import IN_BLOBS, CacheInfo, CachedRepo, CachedRevision
+from modelmgr.errors import ModelmgrError
+from modelmgr.cache.hashing import hash_file
+from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
+from modelmgr.cache.manifest import read_manifest
+from modelmgr.units import format_size
 
 _ETAG_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 HASH_WORKERS = 4  # hashlib releases the GIL: a few threads keep a fast disk busy
@@ -315,10 +315,10 @@ class Repair:
 
 def repair(report: VerifyReport, config, *, on_event=None) -> tuple[Repair, ...]:
     """Delete the corrupt blobs of the writable cache and pull the damaged files again."""
-    from .events import ignore
-    from .pull import pull
-    from .refs import ModelRef
-    from .removal import _delete
+    from modelmgr.fetch.events import ignore
+    from modelmgr.fetch.pull import pull
+    from modelmgr.project.refs import ModelRef
+    from modelmgr.cache.removal import _delete
 
     done: list[Repair] = []
     for check in report.checks:

@@ -13,15 +13,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
-from .errors import BackendError, ModelmgrError, UnsafeModel
-from .memory import cap, free_ram
-from .modelinfo import ModelInfo, estimate_memory, read_model_info
-from .refs import ModelRef, is_commit, parse_ref
-from .units import format_size
+from modelmgr.errors import BackendError, ModelmgrError, UnsafeModel
+from modelmgr.run.memory import cap, free_ram
+from modelmgr.run.modelinfo import ModelInfo, estimate_memory, read_model_info
+from modelmgr.project.refs import ModelRef, is_commit, parse_ref
+from modelmgr.units import format_size
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import Config, ModelAlias
-    from .events import EventSink
+    from modelmgr.project.config import Config, ModelAlias
+    from modelmgr.fetch.events import EventSink
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AUTO = "auto"
@@ -164,7 +164,7 @@ def _valid_name(name: object) -> bool:
 def get_registry() -> Registry:
     """Every backend the loaded plugins register. Built afresh each call (cheap: no imports),
     so plugins registered or removed at run time (tests) are seen."""
-    from .plugins import get_plugin_manager
+    from modelmgr.run.plugins import get_plugin_manager
 
     backends: dict[str, Backend] = {}
     plugins: dict[str, str] = {}
@@ -319,7 +319,7 @@ def select_backend(
             raise _refuse(label, [fit], registry, info, options)
         return Selection(backend, fit)
 
-    from .plugins import get_plugin_manager
+    from modelmgr.run.plugins import get_plugin_manager
 
     chosen = get_plugin_manager().hook.select_backend(info=info, options=options, backends=dict(registry.backends))
     if chosen is not None:
@@ -414,7 +414,7 @@ class LoadPlan:
         except Exception as exc:
             raise BackendError(f"the {backend.name} backend failed to load {self.label}: {type(exc).__name__}: {exc}") from exc
         if self.model.repo_id is not None:
-            from .recency import record_use
+            from modelmgr.cache.recency import record_use
 
             # snapshots/{commit} -> the repo folder -> the cache it lives in: prune evicts by this.
             record_use(self.path.parents[2], self.model.repo_id)
@@ -444,7 +444,7 @@ def resolve_model(text: str | ModelRef, *, config: "Config", on_event: "EventSin
         alias = config.models.get(name) if not ref.is_local and "/" not in name else None
     if ref.is_local:
         return ResolvedModel(str(ref.local_path), ref, ref.local_path, None, None)
-    from .pull import ensure_snapshot
+    from modelmgr.fetch.pull import ensure_snapshot
 
     snapshot = ensure_snapshot(ref, config, **({"on_event": on_event} if on_event else {}))
     return ResolvedModel(str(ref), ref, snapshot.path, snapshot.repo_id, snapshot.commit, alias)
@@ -508,8 +508,8 @@ def load(
     Pulls it into the cache first when needed. ``backend="auto"`` picks by what is available and
     fits (or the alias's or config's backend when they name one).
     """
-    from .config import load_config
-    from .units import parse_size
+    from modelmgr.project.config import load_config
+    from modelmgr.units import parse_size
 
     if config is None:
         config = load_config(flags={"hub.offline": True if offline else None}, flag_endpoints=tuple(endpoints))
@@ -549,7 +549,7 @@ class BackendStatus:
 
 def backend_statuses(registry: Registry | None = None) -> list[BackendStatus]:
     """Every registered backend with where it comes from and whether it works here; built-ins first."""
-    from .plugins import plugin_infos
+    from modelmgr.run.plugins import plugin_infos
 
     registry = registry if registry is not None else get_registry()
     infos = {info.name: info for info in plugin_infos()}

@@ -13,9 +13,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, InvalidReference
-from .refs import is_commit, validate_repo_id, validate_revision
-from .units import parse_size
+from modelmgr.errors import ConfigError, InvalidReference
+from modelmgr.project.refs import is_commit, validate_repo_id, validate_revision
+from modelmgr.units import parse_size
 
 
 HUGGINGFACE_CO = "https://huggingface.co"

@@ -18,16 +18,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import errors
-from .config import Endpoint
-from .events import BytesReceived, EventSink, FileStarted, Notice
-from .fsutil import make_dirs, open_shared, write_atomic
-from .hashing import new_hasher
-from .hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
-from .layout import RepoPaths
-from .locking import file_lock
-from .transport import EndpointFailure
-from .writeback import start_writeback
+from modelmgr import errors
+from modelmgr.project.config import Endpoint
+from modelmgr.fetch.events import BytesReceived, EventSink, FileStarted, Notice
+from modelmgr.fsutil import make_dirs, open_shared, write_atomic
+from modelmgr.cache.hashing import new_hasher
+from modelmgr.fetch.hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.cache.locking import file_lock
+from modelmgr.fetch.transport import EndpointFailure
+from modelmgr.fetch.writeback import start_writeback
 
 BUFFER = 1024 * 1024
 MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings

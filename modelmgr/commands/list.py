@@ -49,11 +49,11 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     Repos unchanged since the last listing are read from a scan index in
     $XDG_CACHE_HOME/modelmgr; set MODELMGR_SCAN_INDEX=0 to read everything afresh.
     """
-    from ..cache import scan_cache, unique_size
-    from ..units import format_age, format_size
-    from ._common import echo_json, get_config, render_table
+    from modelmgr.cache.scan import scan_cache, unique_size
+    from modelmgr.units import format_age, format_size
+    from modelmgr.commands._common import echo_json, get_config, render_table
 
-    from ..recency import all_last_used
+    from modelmgr.cache.recency import all_last_used
 
     config = get_config()
     info = scan_cache(config.scan_dirs, reuse=True)

@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import pluggy
 
-from . import hookspecs
-
+from modelmgr.run import hookspecs
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
@@ -78,8 +77,8 @@ def get_plugin_manager(*, disabled: Iterable[str] | None = None) -> pluggy.Plugi
 
 
 def _disabled_from_config() -> tuple[str, ...]:
-    from .config import load_config
-    from .errors import ConfigError
+    from modelmgr.project.config import load_config
+    from modelmgr.errors import ConfigError
 
     try:
         return load_config().disabled_plugins

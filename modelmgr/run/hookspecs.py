@@ -12,8 +12,8 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from .backends import Backend, LoadOptions
-    from .modelinfo import ModelInfo
+    from modelmgr.run.backends import Backend, LoadOptions
+    from modelmgr.run.modelinfo import ModelInfo
 
 PROJECT = "modelmgr"
 hookspec = pluggy.HookspecMarker(PROJECT)

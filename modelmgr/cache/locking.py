@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .fsutil import make_dirs, open_shared
+from modelmgr.fsutil import make_dirs, open_shared
 
 try:
     import fcntl

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import BackendError
+from modelmgr.errors import BackendError
 
 # A real header is a few hundred kB even for thousands of tensors; anything past this is not one.
 MAX_HEADER_BYTES = 100 * 1024 * 1024

@@ -36,8 +36,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .layout import INCOMPLETE_SUFFIX, folder_name, parse_folder_name
-from .units import format_age, format_size
+from modelmgr.cache.layout import INCOMPLETE_SUFFIX, folder_name, parse_folder_name
+from modelmgr.units import format_age, format_size
 
 MODELMGR_DIR = ".modelmgr"
 MANIFESTS_DIR = "manifests"

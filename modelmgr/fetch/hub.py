@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Callable, TypeVar
 from urllib.parse import quote, urlsplit
 
-from . import errors
-from .config import Config, Endpoint
-from .safety import check_commit, check_etag, check_remote_path, check_size
-from .transport import EndpointFailure, Response, Transport
+from modelmgr import errors
+from modelmgr.project.config import Config, Endpoint
+from modelmgr.project.names import check_commit, check_etag, check_remote_path, check_size
+from modelmgr.fetch.transport import EndpointFailure, Response, Transport
 
-log = logging.getLogger("modelmgr.hub")
+log = logging.getLogger("modelmgr.fetch.hub")
 T = TypeVar("T")
 
 RETRIES_PER_ENDPOINT = 2

@@ -13,8 +13,8 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
-from . import __version__
-from .config import Endpoint
+from modelmgr._version import __version__
+from modelmgr.project.config import Endpoint
 
 log = logging.getLogger("modelmgr.http")
 

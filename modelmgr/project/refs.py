@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import InvalidReference
+from modelmgr.errors import InvalidReference
 
 DEFAULT_REVISION = "main"
 MAX_PART_LENGTH = 96

@@ -34,12 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Mapping
 
-from .cache import CacheInfo, CachedRepo, scan_cache
-from .errors import DiskSpaceError
-from .layout import INCOMPLETE_SUFFIX, RepoPaths
-from .locking import try_lock
-from .removal import RemovalPlan, _delete, plan_removals
-from .units import format_age, format_size
+from modelmgr.cache.scan import CacheInfo, CachedRepo, scan_cache
+from modelmgr.errors import DiskSpaceError
+from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
+from modelmgr.cache.locking import try_lock
+from modelmgr.cache.removal import RemovalPlan, _delete, plan_removals
+from modelmgr.units import format_age, format_size
 
 # A blob or revision written this recently may belong to a pull still linking its snapshot.
 GRACE_SECONDS = 600.0
@@ -427,8 +427,8 @@ def _cache_size(repos: Iterable[CachedRepo]) -> int:
 def pinned_models(config) -> dict[str, str]:
     """Repo ID (lower-cased) -> where it is pinned: the config's ``[models.*]`` and the project's
     ``modelmgr.lock``. A lockfile that cannot be read pins nothing (``sync`` reports it)."""
-    from .errors import ConfigError
-    from .lockfile import default_lock_path, read_lock
+    from modelmgr.errors import ConfigError
+    from modelmgr.project.lockfile import default_lock_path, read_lock
 
     pins = {alias.id.lower(): f"[models.{name}]" for name, alias in config.models.items()}
     path = default_lock_path()
@@ -443,7 +443,7 @@ def pinned_models(config) -> dict[str, str]:
 
 def collect(config, **policies) -> tuple[PrunePlan, CacheInfo]:
     """Scan the writable cache and plan with the config's pins and the recorded uses."""
-    from .recency import all_last_used
+    from modelmgr.cache.recency import all_last_used
 
     cache_dir = config.cache_dir
     info = scan_cache([cache_dir])

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .cache import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, CacheInfo, CachedRepo, CachedRevision, manifest_path
-from .errors import ModelmgrError, NotCached
-from .layout import RepoPaths
-from .units import format_size
+from modelmgr.cache.scan import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, CacheInfo, CachedRepo, CachedRevision, manifest_path
+from modelmgr.errors import ModelmgrError, NotCached
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.units import format_size
 
 MIN_PREFIX = 7
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -125,8 +125,8 @@ class RemovalPlan:
 
 
     def _check_still_current(self) -> None:
-        from .cache import scan_cache
-        from .locking import any_held
+        from modelmgr.cache.scan import scan_cache
+        from modelmgr.cache.locking import any_held
 
         if not os.path.isdir(self.repo.path):
             return  # already gone: executing again is harmless

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import echo_json, get_config
+from modelmgr.commands._common import echo_json, get_config
 
 
 @click.group()
@@ -77,7 +77,7 @@ def show(as_json, endpoints, offline, connections, backend, dtype, max_memory):
 @config.command("path")
 def path():
     """List the config files consulted, lowest precedence first, and whether each exists."""
-    from ..config import config_files
+    from modelmgr.project.config import config_files
 
     files = config_files()
     for layer, file in files:

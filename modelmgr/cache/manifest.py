@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import write_atomic
-from .layout import RepoPaths
+from modelmgr.fsutil import write_atomic
+from modelmgr.cache.layout import RepoPaths
 
 
 @dataclass(frozen=True)

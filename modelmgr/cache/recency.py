@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .fsutil import make_dirs, share_new
-from .layout import folder_name
+from modelmgr.fsutil import make_dirs, share_new
+from modelmgr.cache.layout import folder_name
 
 STORE = Path(".modelmgr") / "last-used"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import UnsafeServerResponse
+from modelmgr.errors import UnsafeServerResponse
 
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -71,7 +71,7 @@ class RepoPaths:
         # Refs come from users, configs and lockfiles; none may lead out of refs/.
         parts = name.split("/")
         if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(p in ("", ".", "..") for p in parts):
-            from .errors import InvalidReference
+            from modelmgr.errors import InvalidReference
 
             raise InvalidReference(f"invalid revision {name!r}: use a branch, a tag or a 40-hex commit.")
         return self.refs / name
@@ -87,7 +87,7 @@ class RepoPaths:
 
     def write_ref(self, name: str, commit: str) -> None:
         """Point a branch or tag at a commit (atomically; untouched when already there)."""
-        from .fsutil import write_atomic
+        from modelmgr.fsutil import write_atomic
 
         if self.read_ref(name) != commit:
             write_atomic(self.ref(name), commit)

@@ -12,13 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import errors
-from .config import PROJECT_FILE, Config, find_project_file, read_toml
-from .fsutil import write_atomic
-from .hashing import hash_file
-from .layout import RepoPaths
-from .refs import ModelRef, validate_repo_id, validate_revision
-from .safety import check_commit, check_etag, check_remote_path
+from modelmgr import errors
+from modelmgr.project.config import PROJECT_FILE, Config, find_project_file, read_toml
+from modelmgr.fsutil import write_atomic
+from modelmgr.cache.hashing import hash_file
+from modelmgr.cache.layout import RepoPaths
+from modelmgr.project.refs import ModelRef, validate_repo_id, validate_revision
+from modelmgr.project.names import check_commit, check_etag, check_remote_path
 
 LOCK_FILE = "modelmgr.lock"
 LOCK_VERSION = 1
@@ -104,8 +104,8 @@ def write_lock(path: Path, models: list[LockedModel]) -> None:
 
 def build_lock(config: Config) -> list[LockedModel]:
     """Resolve every alias of the config to a commit and the files a pull would take."""
-    from .hub import HubClient
-    from .pull import plan_pull
+    from modelmgr.fetch.hub import HubClient
+    from modelmgr.fetch.pull import plan_pull
 
     if not config.models:
         raise errors.ConfigError(f"no models to lock: add [models.NAME] tables with an id to {PROJECT_FILE}.")
@@ -146,7 +146,7 @@ class SyncedModel:
 
 def sync(lock: Lock, config: Config) -> list[SyncedModel]:
     """Bring the cache to exactly the lock (pulling at the locked commits), then re-hash it."""
-    from .pull import find_cached, pull
+    from modelmgr.fetch.pull import find_cached, pull
 
     results = []
     for model in lock.models:
@@ -185,7 +185,7 @@ def verify_locked(model: LockedModel, snapshot: Path) -> None:
 def _write_ref(config: Config, model: LockedModel) -> None:
     """Give a fresh cache the locked branch, so plain ``from_pretrained(id)`` finds the snapshot
     offline. An existing ref is left alone: the cache may be shared with other projects."""
-    from .refs import is_commit
+    from modelmgr.project.refs import is_commit
 
     paths = RepoPaths(config.cache_dir, model.id)
     if not is_commit(model.revision) and paths.snapshot(model.commit).is_dir() and paths.read_ref(model.revision) is None:

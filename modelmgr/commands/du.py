@@ -30,10 +30,10 @@ def du(pattern: str | None, as_json: bool) -> None:
 
     PATTERN filters IDs as in `modelmgr list`.
     """
-    from ..cache import scan_cache, unique_size
-    from ..units import format_size
-    from ._common import echo_json, get_config, render_table
-    from .listing import matches
+    from modelmgr.cache.scan import scan_cache, unique_size
+    from modelmgr.units import format_size
+    from modelmgr.commands._common import echo_json, get_config, render_table
+    from modelmgr.commands.list import matches
 
     config = get_config()
     info = scan_cache(config.scan_dirs, reuse=True)

@@ -31,11 +31,11 @@ def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
       modelmgr rm Qwen/Qwen2.5-0.5B-Instruct
       modelmgr rm Qwen/Qwen2.5-0.5B-Instruct@a1b2c3d4 --dry-run
     """
-    from ..errors import InvalidReference
-    from ..refs import parse_ref
-    from ..removal import plan_removals
-    from ..units import format_size
-    from ._common import confirm, echo_json, get_config
+    from modelmgr.errors import InvalidReference
+    from modelmgr.project.refs import parse_ref
+    from modelmgr.cache.removal import plan_removals
+    from modelmgr.units import format_size
+    from modelmgr.commands._common import confirm, echo_json, get_config
 
     if as_json and not (yes or dry_run):
         raise click.UsageError("--json cannot ask for confirmation: add -y to delete, or --dry-run to only see the plan.")
@@ -49,7 +49,7 @@ def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
             raise InvalidReference(f"{text!r} is a local directory; `modelmgr rm` removes models from the cache. Delete the directory yourself.")
         requests.append((ref.repo_id, ref.revision, repo_type))
 
-    from ..cache import scan_cache
+    from modelmgr.cache.scan import scan_cache
 
     info = scan_cache(config.scan_dirs)
     plans = plan_removals(info, requests)

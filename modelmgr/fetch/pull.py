@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from . import errors
-from .config import Config, load_config
-from .download import Transfer, fetch_blob, resumable_bytes
-from .events import EventSink, FileFinished, Notice, PlanReady, ignore
-from .hub import HubClient, RemoteFile
-from .fsutil import make_dirs, share_new
-from .layout import RepoPaths, relative_blob_link
-from .manifest import ManifestEntry, missing_files, write_manifest
-from .refs import ModelRef, is_commit, parse_ref
-from .selection import select_files
-from .units import format_size
+from modelmgr import errors
+from modelmgr.project.config import Config, load_config
+from modelmgr.fetch.download import Transfer, fetch_blob, resumable_bytes
+from modelmgr.fetch.events import EventSink, FileFinished, Notice, PlanReady, ignore
+from modelmgr.fetch.hub import HubClient, RemoteFile
+from modelmgr.fsutil import make_dirs, share_new
+from modelmgr.cache.layout import RepoPaths, relative_blob_link
+from modelmgr.cache.manifest import ManifestEntry, missing_files, write_manifest
+from modelmgr.project.refs import ModelRef, is_commit, parse_ref
+from modelmgr.fetch.selection import select_files
+from modelmgr.units import format_size
 
 DISK_MARGIN = 64 * 1024 * 1024  # keep this much free beyond what the pull needs
 
@@ -149,7 +149,7 @@ def pull(
         return PullResult(plan, snapshot, dry_run=True)
 
     if config.max_cache_size is not None and plan.fetch_bytes:
-        from .prune import prune_to_fit  # only teams that cap their cache pay for the planner
+        from modelmgr.cache.prune import prune_to_fit  # only teams that cap their cache pay for the planner
 
         prune_to_fit(config, plan.fetch_bytes, keep=[plan.repo_id], notify=lambda line: on_event(Notice(line)))
     check_free_space(plan)
