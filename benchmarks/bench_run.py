@@ -103,7 +103,8 @@ def run_plain(path: Path, max_new_tokens: int) -> dict:
 
 
 def run_modelmgr(path: Path, max_new_tokens: int, backend: str = "cpu") -> dict:
-    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.api import GenerationSettings
+    from modelmgr.run.plan import plan_load
     from modelmgr.run.chat import complete
     from modelmgr.project.config import load_config
 
@@ -157,7 +158,8 @@ def memory_child(path: str, backend: str, max_new_tokens: int) -> None:
             peak_file.write_text("5")  # reset VmHWM to the current RSS, so the peak is this load's
         except OSError:
             pass
-    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.api import GenerationSettings
+    from modelmgr.run.plan import plan_load
     from modelmgr.run.chat import complete
     from modelmgr.project.config import load_config
 

@@ -13,16 +13,10 @@ from typing import Iterator
 import pytest
 
 from modelmgr import hookimpl
-from modelmgr.run.backends import (
-    Availability,
-    Backend,
-    LoadOptions,
-    Registry,
-    backend_statuses,
-    check_load_safety,
-    get_registry,
-    select_backend,
-)
+from modelmgr.run.api import Availability, Backend, LoadOptions
+from modelmgr.run.choose import select_backend
+from modelmgr.run.plan import check_load_safety
+from modelmgr.run.registry import Registry, backend_statuses, get_registry
 from modelmgr.errors import BackendError, UnsafeModel
 from modelmgr.run.modelinfo import ModelInfo, read_model_info
 from modelmgr.run.plugins import get_plugin_manager

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 import modelmgr
-from modelmgr.run.backends import GenerationSettings, LoadOptions, get_registry, plan_load
+from modelmgr.run.api import GenerationSettings, LoadOptions
+from modelmgr.run.plan import plan_load
+from modelmgr.run.registry import get_registry
 from modelmgr.run.chat import complete
 from modelmgr.project.config import load_config
 from modelmgr.errors import UnsafeModel

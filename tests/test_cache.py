@@ -13,7 +13,7 @@ import pytest
 from modelmgr.cache.scan import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, manifest_path, scan_cache, unique_size
 from modelmgr.errors import ModelmgrError, NotCached
 from modelmgr.cache.layout import RepoPaths
-from modelmgr.cache.removal import _delete, plan_removal, plan_removals
+from modelmgr.cache.removal import delete_path, plan_removal, plan_removals
 
 C1 = "1" * 40
 C2 = "2" * 40
@@ -410,10 +410,10 @@ def test_delete_refuses_paths_outside_its_root(tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     victim.write_text("v")
     with pytest.raises(ModelmgrError, match="refusing"):
-        _delete(root / ".." / "victim.txt", within=str(root))
+        delete_path(root / ".." / "victim.txt", within=str(root))
     os.symlink(tmp_path, root / "up")
     with pytest.raises(ModelmgrError, match="refusing"):
-        _delete(root / "up" / "victim.txt", within=str(root))
+        delete_path(root / "up" / "victim.txt", within=str(root))
     assert victim.exists()
 
 

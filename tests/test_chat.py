@@ -5,7 +5,7 @@ from typing import Iterator
 
 import pytest
 
-from modelmgr.run.backends import Backend, Generation, GenerationSettings, LoadedModel
+from modelmgr.run.api import Backend, Generation, GenerationSettings, LoadedModel
 from modelmgr.run.chat import BYE, CHAT_HELP, CLEAR, ChatSession, chat_loop, complete, plain_prompt
 
 

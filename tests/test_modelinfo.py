@@ -217,5 +217,5 @@ def test_free_ram_and_rss_on_this_machine() -> None:
 def test_modelinfo_never_imports_torch(model_dir: Path) -> None:
     import subprocess
 
-    code = f"import sys; from modelmgr.run.modelinfo import read_model_info; import modelmgr.run.backends, modelmgr.run.chat; read_model_info({str(model_dir)!r}); print('torch' in sys.modules)"
+    code = f"import sys; from modelmgr.run.modelinfo import read_model_info; import modelmgr.run.plan, modelmgr.run.chat; read_model_info({str(model_dir)!r}); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

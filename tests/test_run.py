@@ -92,7 +92,7 @@ def test_max_memory_stops_before_loading(tiny_model_dir: Path, capsys: pytest.Ca
 
 def test_unknown_and_unavailable_backends(tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
     assert "Unknown backend 'nope'. Valid backends: cpu, cuda" in fail(capsys, "run", str(tiny_model_dir), "hi", "--backend", "nope")
-    from modelmgr.run.backends import get_registry
+    from modelmgr.run.registry import get_registry
 
     if not get_registry().get("cuda").available():
         assert "the cuda backend cannot load" in fail(capsys, "run", str(tiny_model_dir), "hi", "--backend", "cuda")

@@ -28,7 +28,6 @@ after it finishes them), and every partial download is deleted only while holdin
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +37,13 @@ from modelmgr.cache.scan import CacheInfo, CachedRepo, scan_cache
 from modelmgr.errors import DiskSpaceError
 from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
 from modelmgr.cache.locking import try_lock
-from modelmgr.cache.removal import RemovalPlan, _delete, plan_removals
+from modelmgr.cache.removal import RemovalPlan, delete_path, plan_removals
+from modelmgr.project.lockfile import pinned_models
+from modelmgr.project.names import is_etag
 from modelmgr.units import format_age, format_size
 
 # A blob or revision written this recently may belong to a pull still linking its snapshot.
 GRACE_SECONDS = 600.0
-_ETAG_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 
 INCOMPLETE = "partial download"
 PARTIAL_STATE = "resume state"
@@ -186,15 +186,15 @@ class PrunePlan:
                         if on_skip is not None:
                             on_skip(f"{item.path}: a download holds its lock now; kept.")
                         continue
-                    if _delete(item.path, within=os.path.join(repo_root, "blobs")):
+                    if delete_path(item.path, within=os.path.join(repo_root, "blobs")):
                         freed += item.size
                     if item.state is not None:
-                        _delete(item.state, within=repo_root)
+                        delete_path(item.state, within=repo_root)
             elif item.kind == PARTIAL_STATE:
-                if _delete(item.path, within=repo_root):
+                if delete_path(item.path, within=repo_root):
                     freed += item.size
             else:
-                if _delete(item.path, within=os.path.join(repo_root, "blobs")):
+                if delete_path(item.path, within=os.path.join(repo_root, "blobs")):
                     freed += item.size
         return freed
 
@@ -252,7 +252,7 @@ def _leftovers(repo: CachedRepo, *, incomplete: bool, orphans: bool, now: float,
             pass
     if orphans:
         for path, size in repo.unreferenced_blobs:
-            if not _ETAG_NAME.match(os.path.basename(path)):
+            if not is_etag(os.path.basename(path)):
                 continue  # not a blob by name: `modelmgr verify` reports it; prune never guesses
             try:
                 modified = os.lstat(path).st_mtime
@@ -422,23 +422,6 @@ def _cache_size(repos: Iterable[CachedRepo]) -> int:
 
 
 # --- gathering the inputs from a config ---------------------------------------------------------
-
-
-def pinned_models(config) -> dict[str, str]:
-    """Repo ID (lower-cased) -> where it is pinned: the config's ``[models.*]`` and the project's
-    ``modelmgr.lock``. A lockfile that cannot be read pins nothing (``sync`` reports it)."""
-    from modelmgr.errors import ConfigError
-    from modelmgr.project.lockfile import default_lock_path, read_lock
-
-    pins = {alias.id.lower(): f"[models.{name}]" for name, alias in config.models.items()}
-    path = default_lock_path()
-    if path.is_file():
-        try:
-            for model in read_lock(path).models:
-                pins.setdefault(model.id.lower(), f"{path.name} ({model.name})")
-        except ConfigError:
-            pass
-    return pins
 
 
 def collect(config, **policies) -> tuple[PrunePlan, CacheInfo]:

@@ -103,24 +103,24 @@ class RemovalPlan:
         repo_root = os.path.realpath(self.repo.path)
         if self.whole_repo:
             assert self.repo_folder is not None
-            _delete(self.repo_folder, within=os.path.realpath(self.repo.cache_dir))
+            delete_path(self.repo_folder, within=os.path.realpath(self.repo.cache_dir))
             if self.lock_folder is not None:
-                _delete(self.lock_folder, within=os.path.realpath(self.repo.cache_dir / ".locks"))
+                delete_path(self.lock_folder, within=os.path.realpath(self.repo.cache_dir / ".locks"))
             return self.freed_bytes
         refs_root = os.path.join(repo_root, "refs")
         for ref in self.refs:
-            _delete(ref, within=refs_root)
+            delete_path(ref, within=refs_root)
             _prune_empty_parents(ref.parent, stop=Path(self.repo.path, "refs"))
         for snapshot in self.snapshots:
-            _delete(snapshot, within=os.path.join(repo_root, "snapshots"))
+            delete_path(snapshot, within=os.path.join(repo_root, "snapshots"))
         for manifest in self.manifests:
-            _delete(manifest, within=repo_root)
+            delete_path(manifest, within=repo_root)
         for marker in self.no_exist:
-            _delete(marker, within=os.path.join(repo_root, ".no_exist"))
+            delete_path(marker, within=os.path.join(repo_root, ".no_exist"))
             _prune_empty_parents(marker.parent, stop=Path(self.repo.path))
         blobs_root = os.path.join(repo_root, "blobs")
         for blob in self.blobs:
-            _delete(blob, within=blobs_root)
+            delete_path(blob, within=blobs_root)
         return self.freed_bytes
 
 
@@ -146,7 +146,7 @@ def _fingerprint(repo: CachedRepo) -> dict[str, tuple]:
     return {r.commit: (tuple(r.sorted_refs), r.nb_files, r.size_on_disk) for r in repo.revisions}
 
 
-def _delete(path: Path, *, within: str) -> bool:
+def delete_path(path: Path, *, within: str) -> bool:
     """Delete one entry whose (resolved) parent lies inside ``within``; never follow its link."""
     parent = os.path.realpath(os.path.dirname(os.path.abspath(path)))
     within = os.path.realpath(within)

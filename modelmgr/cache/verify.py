@@ -18,22 +18,18 @@ checked, never repaired.
 """
 from __future__ import annotations
 
-import glob
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from modelmgr.cache.scan import IN_BLOBS, CacheInfo, CachedRepo, CachedRevision
-from modelmgr.errors import ModelmgrError
 from modelmgr.cache.hashing import hash_file
 from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
 from modelmgr.cache.manifest import read_manifest
+from modelmgr.project.names import hash_kind, is_etag
 from modelmgr.units import format_size
 
-_ETAG_NAME = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 HASH_WORKERS = 4  # hashlib releases the GIL: a few threads keep a fast disk busy
 
 
@@ -176,7 +172,7 @@ def _hash_keeping_atime(path: str, etag: str) -> tuple[int, str | None, str | No
 
 
 def _algorithm(etag: str) -> str:
-    return "sha256" if len(etag) == 64 else "git blob sha1"
+    return "sha256" if hash_kind(etag) == "sha256" else "git blob sha1"
 
 
 def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | None = None, workers: int = HASH_WORKERS) -> RepoCheck:
@@ -232,9 +228,9 @@ def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | Non
         listed = []
     for entry in listed:
         name = entry.name
-        if name.endswith(INCOMPLETE_SUFFIX) and _ETAG_NAME.match(name[: -len(INCOMPLETE_SUFFIX)]):
+        if name.endswith(INCOMPLETE_SUFFIX) and is_etag(name[: -len(INCOMPLETE_SUFFIX)]):
             continue  # a partial download: resumed by the next pull, or `modelmgr prune --incomplete`
-        if not _ETAG_NAME.match(name) or entry.is_dir(follow_symlinks=False):
+        if not is_etag(name) or entry.is_dir(follow_symlinks=False):
             if revisions is None:
                 unexpected.append(entry.path)
             continue
@@ -282,72 +278,3 @@ def verify_cache(
             on_repo(position, len(chosen), repo)
         checks.append(verify_repo(repo, revisions=revisions))
     return VerifyReport(tuple(checks))
-
-
-# --- repairing -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Repair:
-    """One repair: blobs deleted, then files pulled again at one commit."""
-
-    display_id: str
-    commit: str | None
-    paths: tuple[str, ...]
-    deleted: tuple[str, ...] = ()
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def line(self) -> str:
-        what = f"{len(self.paths)} file(s) @ {self.commit[:8]}" if self.commit else "nothing to fetch"
-        deleted = f", deleted {len(self.deleted)} corrupt blob(s)" if self.deleted else ""
-        if self.error:
-            return f"{self.display_id}: could not repair {what}{deleted}: {self.error}"
-        return f"{self.display_id}: repaired {what}{deleted}"
-
-    def to_dict(self) -> dict:
-        return {"id": self.display_id, "revision": self.commit, "paths": list(self.paths),
-                "deleted": list(self.deleted), "ok": self.ok, "error": self.error}
-
-
-def repair(report: VerifyReport, config, *, on_event=None) -> tuple[Repair, ...]:
-    """Delete the corrupt blobs of the writable cache and pull the damaged files again."""
-    from modelmgr.fetch.events import ignore
-    from modelmgr.fetch.pull import pull
-    from modelmgr.project.refs import ModelRef
-    from modelmgr.cache.removal import _delete
-
-    done: list[Repair] = []
-    for check in report.checks:
-        repo = check.repo
-        if check.ok or not (check.corrupt or check.missing):
-            continue
-        if repo.read_only:
-            done.append(Repair(repo.display_id, None, (), error=(
-                f"it is in the read-only cache {repo.cache_dir}; ask its owner to repair it there "
-                f"(HF_HUB_CACHE={repo.cache_dir} modelmgr verify --repair)")))
-            continue
-        blobs_dir = os.path.realpath(os.path.join(repo.path, "blobs"))
-        deleted = []
-        for blob in check.corrupt:
-            if os.path.realpath(os.path.dirname(blob.path)) == blobs_dir and _ETAG_NAME.match(os.path.basename(blob.path)):
-                if _delete(Path(blob.path), within=blobs_dir):
-                    deleted.append(blob.path)
-        wanted = check.damaged_files
-        if not wanted:
-            done.append(Repair(repo.display_id, None, (), tuple(deleted)))
-            continue
-        for position, (commit, files) in enumerate(sorted(wanted.items())):
-            paths = tuple(sorted(files))
-            try:
-                pull(ModelRef(repo_id=repo.repo_id, revision=commit), config=config,
-                     include=[glob.escape(path) for path in paths], repo_type=repo.repo_type,
-                     on_event=on_event or ignore)
-            except ModelmgrError as exc:
-                done.append(Repair(repo.display_id, commit, paths, tuple(deleted) if position == 0 else (), str(exc)))
-                continue
-            done.append(Repair(repo.display_id, commit, paths, tuple(deleted) if position == 0 else ()))
-    return tuple(done)

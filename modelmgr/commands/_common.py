@@ -51,3 +51,36 @@ def confirm(question: str, *, yes: bool) -> None:
         raise click.UsageError("refusing to delete without confirmation: stdin is not a terminal. Pass -y to confirm.")
     if not click.confirm(question, default=False):
         raise click.Abort()
+
+
+def pull_options(function):
+    """Options every command that may download shares (pull, run, show, sync)."""
+    function = click.option("--offline", is_flag=True, default=None, help="Use only the cache; open no socket (HF_HUB_OFFLINE).")(function)
+    function = click.option(
+        "--endpoint", "endpoints", multiple=True, metavar="URL",
+        help="Hub endpoint or mirror; repeat for an ordered fallback list (before HF_ENDPOINT and the config).",
+    )(function)
+    return function
+
+
+REPO_TYPE_PREFIXES = {"model:": "model", "dataset:": "dataset", "space:": "space"}
+
+
+def split_repo_type(text: str) -> tuple[str, str]:
+    """``dataset:org/name`` (as ``modelmgr list`` prints it) -> ("dataset", "org/name")."""
+    for prefix, repo_type in REPO_TYPE_PREFIXES.items():
+        if text.startswith(prefix):
+            return repo_type, text[len(prefix):]
+    return "model", text
+
+
+def matches(pattern: str | None, repo) -> bool:
+    """fnmatch on the ID, case-insensitive as on the Hub; a pattern without wildcards matches a substring."""
+    if not pattern:
+        return True
+    import fnmatch
+
+    pattern = pattern.lower()
+    if not any(char in pattern for char in "*?["):
+        pattern = f"*{pattern}*"
+    return fnmatch.fnmatchcase(repo.repo_id.lower(), pattern) or fnmatch.fnmatchcase(repo.display_id.lower(), pattern)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from contextlib import contextmanager
+from typing import Iterator, TextIO
 
-from modelmgr.fetch.events import BytesReceived, Event, FileFinished, FileStarted, Notice
+import click
+
+from modelmgr.fetch.events import BytesReceived, Event, FileFinished, FileStarted, Notice, PlanReady
 from modelmgr.units import format_size
 
 REDRAW_EVERY = 0.1
@@ -96,3 +99,31 @@ class ProgressView:
             if self.tty:
                 self._erase()
                 self.stream.flush()
+
+
+@contextmanager
+def pull_progress(enabled: bool, *, only_downloads: bool = True) -> Iterator[object]:
+    """The event sink every command that may pull uses: progress bars on stderr once the plan is
+    known, and the notices that come before it (an endpoint failing over while resolving the
+    revision or listing the tree) as plain lines. ``only_downloads``: draw nothing for a plan
+    that fetches no bytes (run and show on a cached model)."""
+    view: ProgressView | None = None
+
+    def on_event(event: object) -> None:
+        nonlocal view
+        if not enabled:
+            return
+        if isinstance(event, PlanReady):
+            if event.fetch_bytes or not only_downloads:
+                view = ProgressView(total_bytes=event.fetch_bytes)
+        elif view is not None:
+            view(event)
+        elif isinstance(event, Notice):
+            click.echo(f"note: {event.message}", err=True)
+
+    try:
+        yield on_event
+    finally:
+        if view is not None:
+            view.close()
+

@@ -14,7 +14,7 @@ def backends(as_json: bool) -> None:
     Plugins that failed to load are listed with their error; they never stop the others.
     MODELMGR_LOAD_PLUGINS=name,... loads only the named plugins.
     """
-    from modelmgr.run.backends import backend_statuses, get_registry
+    from modelmgr.run.registry import backend_statuses, get_registry
     from modelmgr.run.plugins import broken_plugins
     from modelmgr.units import format_size
 

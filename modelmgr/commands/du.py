@@ -33,7 +33,7 @@ def du(pattern: str | None, as_json: bool) -> None:
     from modelmgr.cache.scan import scan_cache, unique_size
     from modelmgr.units import format_size
     from modelmgr.commands._common import echo_json, get_config, render_table
-    from modelmgr.commands.list import matches
+    from modelmgr.commands._common import matches
 
     config = get_config()
     info = scan_cache(config.scan_dirs, reuse=True)

@@ -3,19 +3,9 @@ from __future__ import annotations
 
 import click
 
+from modelmgr.commands._common import matches
+
 SORT_KEYS = ("name", "size", "modified", "used")
-
-
-def matches(pattern: str | None, repo) -> bool:
-    """fnmatch on the ID, case-insensitive as on the Hub; a pattern without wildcards matches a substring."""
-    if not pattern:
-        return True
-    import fnmatch
-
-    pattern = pattern.lower()
-    if not any(char in pattern for char in "*?["):
-        pattern = f"*{pattern}*"
-    return fnmatch.fnmatchcase(repo.repo_id.lower(), pattern) or fnmatch.fnmatchcase(repo.display_id.lower(), pattern)
 
 
 def iso_utc(timestamp: float) -> str:

@@ -11,7 +11,8 @@ from modelmgr.commands._common import echo_json, get_config
 @click.option("--json", "as_json", is_flag=True, help="Print what was locked as JSON.")
 def lock(endpoints, as_json):
     """Resolve every [models.*] of the project config to a commit and write modelmgr.lock."""
-    from modelmgr.project.lockfile import build_lock, default_lock_path, write_lock
+    from modelmgr.fetch.lock import build_lock
+    from modelmgr.project.lockfile import default_lock_path, write_lock
     from modelmgr.units import format_size
 
     config = get_config(endpoints=endpoints)
@@ -37,7 +38,7 @@ def sync(frozen, offline, endpoints, as_json):
     """Bring the cache to exactly modelmgr.lock and verify every file's hash."""
     from modelmgr.errors import ConfigError
     from modelmgr.project.lockfile import default_lock_path, mismatches, read_lock
-    from modelmgr.project.lockfile import sync as run_sync
+    from modelmgr.fetch.lock import sync as run_sync
 
     config = get_config(flags={"hub.offline": offline}, endpoints=endpoints)
     lock_file = read_lock(default_lock_path())

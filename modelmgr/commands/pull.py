@@ -3,17 +3,7 @@ from __future__ import annotations
 
 import click
 
-from modelmgr.commands._common import echo_json, get_config
-
-
-def pull_options(function):
-    """Options every command that may download shares (pull, run, show, sync)."""
-    function = click.option("--offline", is_flag=True, default=None, help="Use only the cache; open no socket (HF_HUB_OFFLINE).")(function)
-    function = click.option(
-        "--endpoint", "endpoints", multiple=True, metavar="URL",
-        help="Hub endpoint or mirror; repeat for an ordered fallback list (before HF_ENDPOINT and the config).",
-    )(function)
-    return function
+from modelmgr.commands._common import echo_json, get_config, pull_options
 
 
 @click.command()
@@ -35,29 +25,12 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
     """
     from modelmgr.fetch.pull import pull as run_pull
     from modelmgr.units import format_size
-    from modelmgr.fetch.events import Notice, PlanReady
-    from modelmgr.commands._progress import ProgressView
+    from modelmgr.commands._progress import pull_progress
 
     config = get_config(flags={"hub.offline": offline, "hub.connections": connections}, endpoints=endpoints)
-    view: ProgressView | None = None
-
-    def on_event(event):
-        nonlocal view
-        if isinstance(event, PlanReady) and not as_json:
-            view = ProgressView(total_bytes=event.fetch_bytes)
-        elif view is not None:
-            view(event)
-        elif isinstance(event, Notice) and not as_json:
-            # Before the plan there is no view yet, but a notice (an endpoint failing over while
-            # resolving the revision or listing the tree) must still reach the user.
-            click.echo(f"note: {event.message}", err=True)
-
-    try:
+    with pull_progress(not as_json, only_downloads=False) as on_event:
         result = run_pull(ref, config=config, include=include, exclude=exclude, all_files=all_files,
                           dry_run=dry_run, on_event=on_event)
-    finally:
-        if view is not None:
-            view.close()
 
     plan = result.plan
     if as_json:

@@ -3,16 +3,7 @@ from __future__ import annotations
 
 import click
 
-REPO_TYPE_PREFIXES = {"model:": "model", "dataset:": "dataset", "space:": "space"}
-
-
-def split_repo_type(text: str) -> tuple[str, str]:
-    """``dataset:org/name`` (as ``modelmgr list`` prints it) -> ("dataset", "org/name")."""
-    for prefix, repo_type in REPO_TYPE_PREFIXES.items():
-        if text.startswith(prefix):
-            return repo_type, text[len(prefix):]
-    return "model", text
-
+from modelmgr.commands._common import split_repo_type
 
 @click.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="REF[@REVISION]...")

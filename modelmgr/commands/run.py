@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
-from typing import Iterator
 
 import click
 
-from modelmgr.run.backends import DTYPES
-from modelmgr.commands._common import echo_json, get_config, is_terminal
-from modelmgr.commands.pull import pull_options
+from modelmgr.run.api import DTYPES
+from modelmgr.commands._common import echo_json, get_config, is_terminal, pull_options
+from modelmgr.commands._progress import pull_progress
+
 
 
 def stdin_is_terminal() -> bool:
@@ -20,29 +19,6 @@ def stdin_is_terminal() -> bool:
 def status(message: str) -> None:
     """Progress for the person watching: stderr, so stdout carries only the reply."""
     click.echo(message, err=True)
-
-
-@contextmanager
-def pull_progress(enabled: bool) -> Iterator[object]:
-    """An event sink drawing pull progress on stderr, for a model that is not cached yet."""
-    from modelmgr.fetch.events import PlanReady
-    from modelmgr.commands._progress import ProgressView
-
-    view = None
-
-    def on_event(event: object) -> None:
-        nonlocal view
-        if isinstance(event, PlanReady):
-            if enabled and event.fetch_bytes:
-                view = ProgressView(total_bytes=event.fetch_bytes)
-        elif view is not None:
-            view(event)
-
-    try:
-        yield on_event
-    finally:
-        if view is not None:
-            view.close()
 
 
 def model_options(function):
@@ -84,7 +60,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
       echo "Summarise: ..." | modelmgr run Qwen/Qwen2.5-0.5B-Instruct --temperature 0
       modelmgr run Qwen/Qwen2.5-0.5B-Instruct --backend int8
     """
-    from modelmgr.run.backends import GenerationSettings, plan_load
+    from modelmgr.run.api import GenerationSettings
+    from modelmgr.run.plan import plan_load
     from modelmgr.run.chat import ChatSession, chat_loop, complete
     from modelmgr.units import format_size
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import click
 
-from modelmgr.run.backends import DTYPES
+from modelmgr.run.api import DTYPES
 from modelmgr.commands._common import echo_json, get_config, render_table
-from modelmgr.commands.pull import pull_options
+from modelmgr.commands._common import pull_options
 
 
 def _count(number: int) -> str:
@@ -28,10 +28,13 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     REF is org/name[@revision], an alias or a local folder; a model not in the cache is pulled
     first. Reads only config.json and the safetensors headers: nothing is loaded.
     """
-    from modelmgr.run.backends import LoadOptions, assess, get_registry, resolve_model
+    from modelmgr.run.api import LoadOptions
+    from modelmgr.run.choose import assess
+    from modelmgr.run.plan import resolve_model
+    from modelmgr.run.registry import get_registry
     from modelmgr.run.modelinfo import read_model_info
     from modelmgr.units import format_size
-    from modelmgr.commands.run import pull_progress
+    from modelmgr.commands._progress import pull_progress
 
     config = get_config(
         flags={"hub.offline": True if offline else None, "run.dtype": dtype, "run.max_memory": max_memory}, endpoints=endpoints

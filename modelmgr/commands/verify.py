@@ -28,10 +28,10 @@ def verify(ref: str | None, repair: bool, as_json: bool) -> None:
     from modelmgr.cache.scan import scan_cache
     from modelmgr.errors import IntegrityError, InvalidReference, NotCached
     from modelmgr.units import format_size
-    from modelmgr.cache.verify import repair as repair_cache
+    from modelmgr.fetch.repair import repair as repair_cache
     from modelmgr.cache.verify import verify_cache
     from modelmgr.commands._common import echo_json, get_config
-    from modelmgr.commands.rm import split_repo_type
+    from modelmgr.commands._common import split_repo_type
 
     config = get_config()
     select = None

@@ -1,24 +1,21 @@
-"""``modelmgr.lock``: every model of a project pinned to a commit, with each file's size and hash.
+"""The ``modelmgr.lock`` format: every model of a project pinned to a commit, with each file's
+size and hash, and the pins the config and the lock put on models (prune keeps those).
 
-``lock`` resolves the project's ``[models.*]`` to commits and records what a pull would fetch;
-``sync`` makes a cache hold exactly that and re-hashes it, so every machine of a team (and CI)
-runs byte-identical models. The format is TOML, written by hand here: it is a fixed shape,
-and a TOML writer is not worth a dependency.
+Building a lock and syncing a cache to it need the network: they are in ``fetch/lock.py``.
+The format is TOML, written by hand here: it is a fixed shape, and a TOML writer is not worth a
+dependency.
 """
 from __future__ import annotations
 
-import glob
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from modelmgr import errors
-from modelmgr.project.config import PROJECT_FILE, Config, find_project_file, read_toml
+from modelmgr.project.config import Config, find_project_file, read_toml
 from modelmgr.fsutil import write_atomic
-from modelmgr.cache.hashing import hash_file
-from modelmgr.cache.layout import RepoPaths
-from modelmgr.project.refs import ModelRef, validate_repo_id, validate_revision
-from modelmgr.project.names import check_commit, check_etag, check_remote_path
+from modelmgr.project.refs import validate_repo_id, validate_revision
+from modelmgr.project.names import hash_kind, check_commit, check_etag, check_remote_path
 
 LOCK_FILE = "modelmgr.lock"
 LOCK_VERSION = 1
@@ -32,7 +29,7 @@ class LockedFile:
 
     @property
     def algorithm(self) -> str:
-        return "sha256" if len(self.hash) == 64 else "git-sha1"
+        return hash_kind(self.hash)
 
 
 @dataclass(frozen=True)
@@ -102,23 +99,6 @@ def write_lock(path: Path, models: list[LockedModel]) -> None:
     write_atomic(path, render_lock(models))
 
 
-def build_lock(config: Config) -> list[LockedModel]:
-    """Resolve every alias of the config to a commit and the files a pull would take."""
-    from modelmgr.fetch.hub import HubClient
-    from modelmgr.fetch.pull import plan_pull
-
-    if not config.models:
-        raise errors.ConfigError(f"no models to lock: add [models.NAME] tables with an id to {PROJECT_FILE}.")
-    client = HubClient(config)
-    locked = []
-    for name, alias in sorted(config.models.items()):
-        revision = alias.revision or "main"
-        plan = plan_pull(client, ModelRef(repo_id=alias.id, revision=revision), config)
-        locked.append(LockedModel(name, alias.id, revision, plan.commit,
-                                  tuple(LockedFile(f.path, f.size, f.etag) for f in plan.files)))
-    return locked
-
-
 def mismatches(lock: Lock, config: Config) -> list[str]:
     """How the lock and the config disagree ([] when every alias is locked as configured)."""
     problems = []
@@ -134,59 +114,15 @@ def mismatches(lock: Lock, config: Config) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class SyncedModel:
-    name: str
-    id: str
-    commit: str
-    files: int
-    downloaded: int
-    path: Path
-
-
-def sync(lock: Lock, config: Config) -> list[SyncedModel]:
-    """Bring the cache to exactly the lock (pulling at the locked commits), then re-hash it."""
-    from modelmgr.fetch.pull import find_cached, pull
-
-    results = []
-    for model in lock.models:
-        ref = ModelRef(repo_id=model.id, revision=model.commit)
-        wanted = [glob.escape(f.path) for f in model.files]
-        downloaded = 0
-        if config.offline:
-            snapshot = find_cached(ref, config)
-            if snapshot is None:
-                raise errors.OfflineError(f"{model.name} ({model.id}@{model.commit[:8]}) is not in the cache and offline mode is on: run `modelmgr sync` online.")
-        else:
-            result = pull(ref, config=config, include=wanted)
-            snapshot, downloaded = result.snapshot, result.downloaded
-        verify_locked(model, snapshot.path)
-        _write_ref(config, model)
-        results.append(SyncedModel(model.name, model.id, model.commit, len(model.files), downloaded, snapshot.path))
-    return results
-
-
-def verify_locked(model: LockedModel, snapshot: Path) -> None:
-    problems = []
-    for file in model.files:
-        target = snapshot / file.path
-        if not target.exists():
-            problems.append(f"{file.path} is missing")
-        elif target.stat().st_size != file.size:
-            problems.append(f"{file.path} has {target.stat().st_size} bytes, the lock says {file.size}")
-        elif hash_file(target, file.hash, file.size) != file.hash:
-            problems.append(f"{file.path} does not match its {file.algorithm}")
-    if problems:
-        raise errors.IntegrityError(
-            f"{model.name} ({model.id}@{model.commit[:8]}) does not match the lock: {'; '.join(problems)}. "
-            "Run `modelmgr verify --repair` or `modelmgr sync` online.")
-
-
-def _write_ref(config: Config, model: LockedModel) -> None:
-    """Give a fresh cache the locked branch, so plain ``from_pretrained(id)`` finds the snapshot
-    offline. An existing ref is left alone: the cache may be shared with other projects."""
-    from modelmgr.project.refs import is_commit
-
-    paths = RepoPaths(config.cache_dir, model.id)
-    if not is_commit(model.revision) and paths.snapshot(model.commit).is_dir() and paths.read_ref(model.revision) is None:
-        paths.write_ref(model.revision, model.commit)
+def pinned_models(config) -> dict[str, str]:
+    """Repo ID (lower-cased) -> where it is pinned: the config's ``[models.*]`` and the project's
+    ``modelmgr.lock``. A lockfile that cannot be read pins nothing (``sync`` reports it)."""
+    pins = {alias.id.lower(): f"[models.{name}]" for name, alias in config.models.items()}
+    path = default_lock_path()
+    if path.is_file():
+        try:
+            for model in read_lock(path).models:
+                pins.setdefault(model.id.lower(), f"{path.name} ({model.name})")
+        except errors.ConfigError:
+            pass
+    return pins

@@ -9,10 +9,25 @@ import re
 
 from modelmgr.errors import UnsafeServerResponse
 
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 MAX_PATH_LENGTH = 1024
+
+
+def is_commit(text: object) -> bool:
+    """A full git commit: exactly 40 lowercase hex digits (a trailing newline is not one)."""
+    return isinstance(text, str) and _HEX40.fullmatch(text) is not None
+
+
+def is_etag(text: object) -> bool:
+    """A blob name: a git blob sha1 (40 hex digits) or an LFS sha256 (64)."""
+    return isinstance(text, str) and (_HEX40.fullmatch(text) is not None or _HEX64.fullmatch(text) is not None)
+
+
+def hash_kind(etag: str) -> str:
+    """Which hash an etag is: "sha256" for LFS files (64 hex digits), else "git-sha1"."""
+    return "sha256" if len(etag) == 64 else "git-sha1"
 
 
 def check_remote_path(path: object, *, source: str) -> str:
@@ -43,8 +58,8 @@ def check_remote_path(path: object, *, source: str) -> str:
 
 
 def check_etag(etag: object, *, source: str, path: str = "") -> str:
-    if isinstance(etag, str) and (_HEX40.match(etag) or _HEX64.match(etag)):
-        return etag
+    if is_etag(etag):
+        return etag  # type: ignore[return-value]
     where = f" for {path!r}" if path else ""
     raise UnsafeServerResponse(
         f"{source} sent a malformed etag {etag!r}{where}: expected 40 or 64 lowercase hex digits. Use another endpoint."
@@ -52,8 +67,8 @@ def check_etag(etag: object, *, source: str, path: str = "") -> str:
 
 
 def check_commit(commit: object, *, source: str) -> str:
-    if isinstance(commit, str) and _HEX40.match(commit):
-        return commit
+    if is_commit(commit):
+        return commit  # type: ignore[return-value]
     raise UnsafeServerResponse(f"{source} sent a malformed commit {commit!r}: expected 40 hex digits. Use another endpoint.")
 
 

@@ -11,18 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelmgr.errors import InvalidReference
+from modelmgr.project.names import is_commit
 
 DEFAULT_REVISION = "main"
 MAX_PART_LENGTH = 96
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 # Branch and tag names as git allows them, minus what could escape a path.
 _REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
 
 
-def is_commit(revision: str) -> bool:
-    return bool(_COMMIT.match(revision))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
-    from modelmgr.run.backends import Backend, GenerationSettings, LoadedModel, Message
+    from modelmgr.run.api import Backend, GenerationSettings, LoadedModel, Message
 
 BYE = "/bye"
 CLEAR = "/clear"

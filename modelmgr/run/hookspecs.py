@@ -12,7 +12,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     import click
 
-    from modelmgr.run.backends import Backend, LoadOptions
+    from modelmgr.run.api import Backend, LoadOptions
     from modelmgr.run.modelinfo import ModelInfo
 
 PROJECT = "modelmgr"

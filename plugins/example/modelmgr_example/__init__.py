@@ -12,17 +12,7 @@ import json
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from modelmgr import hookimpl
-from modelmgr.run.backends import (
-    Availability,
-    Backend,
-    Generation,
-    GenerationSettings,
-    LoadedModel,
-    LoadOptions,
-    Message,
-)
-from modelmgr.run.modelinfo import ModelInfo
+from modelmgr import Availability, Backend, Generation, GenerationSettings, LoadOptions, LoadedModel, Message, ModelInfo, hookimpl
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,9 @@ from importlib import metadata
 import pytest
 from click.testing import CliRunner
 
-from modelmgr.run.backends import GenerationSettings, LoadOptions, get_registry
+from modelmgr.run.api import GenerationSettings, LoadOptions
+
+from modelmgr.run.registry import get_registry
 from modelmgr.run.chat import complete
 from modelmgr.cli import cli
 from modelmgr.run.plugins import plugin_infos

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelmgr.run.backends import Availability, BackendError, LoadOptions
-from modelmgr.run.memory import free_ram
-from modelmgr.run.modelinfo import ModelInfo, estimate_memory
+from modelmgr import Availability, BackendError, LoadOptions, ModelInfo, estimate_memory, free_ram
+
 
 from .base import CUDA_CONTEXT_BYTES, TransformersBackend, silence_bitsandbytes, torch_dtype
 from .requirements import INT8_EXTRA, cuda_status, gpu_free_memory, require

@@ -6,17 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from modelmgr.run.backends import (
-    Availability,
-    Backend,
-    BackendError,
-    Generation,
-    GenerationSettings,
-    LoadedModel,
-    LoadOptions,
-    Message,
-)
-from modelmgr.run.modelinfo import ModelInfo, estimate_memory, read_model_info
+from modelmgr import Availability, Backend, BackendError, Generation, GenerationSettings, LoadOptions, LoadedModel, Message, ModelInfo, estimate_memory, read_model_info
+
 
 from .requirements import require
 

@@ -10,7 +10,7 @@ import functools
 import importlib.util
 from importlib import metadata
 
-from modelmgr.run.backends import Availability
+from modelmgr import Availability
 
 RUN_EXTRA = "pip install 'modelmgr[run]'"
 INT8_EXTRA = "pip install 'modelmgr[int8]'"

@@ -12,8 +12,8 @@ import queue
 import threading
 from typing import Any, Iterator, Sequence
 
-from modelmgr.run.backends import BackendError, Generation, GenerationSettings, Message
-from modelmgr.run.chat import plain_prompt
+from modelmgr import BackendError, Generation, GenerationSettings, Message, plain_prompt
+
 
 _DONE = object()
 _REPLACEMENT = "\ufffd"  # what a decoder shows for an incomplete UTF-8 sequence
