@@ -10,11 +10,15 @@ import http.client
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from modelmgr._version import __version__
 from modelmgr.project.config import Endpoint
+from modelmgr.fetch.retry import EndpointFailure, Pace
+
+__all__ = ["EndpointFailure", "Response", "Transport", "token_allowed"]
 
 log = logging.getLogger("modelmgr.http")
 
@@ -24,18 +28,6 @@ USER_AGENT = f"modelmgr/{__version__}"
 METADATA_HEADERS = ("x-repo-commit", "etag", "x-linked-etag", "x-linked-size", "x-error-code")
 
 
-class EndpointFailure(Exception):
-    """This endpoint failed in a way another endpoint may not: try the next one.
-
-    ``retry_after`` is set for 429/503 answers that asked the client to come back later.
-    """
-
-    def __init__(self, reason: str, *, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 @dataclass
 class Response:
     status: int
@@ -43,6 +35,7 @@ class Response:
     url: str
     metadata: dict[str, str] = field(default_factory=dict)  # from every hop of the redirect chain
     timeout: float = 0.0
+    pace: Pace | None = None  # the floor under the body's speed (and its deadline), see retry.Pace
     _raw: http.client.HTTPResponse | None = None
     _pool: "_Pool | None" = None
     _key: tuple[str, str] | None = None
@@ -51,21 +44,44 @@ class Response:
         return self.metadata.get(name.lower()) or self.headers.get(name)
 
     def readinto(self, buffer: memoryview) -> int:
-        assert self._raw is not None
-        return self._raw.readinto(buffer)
+        """Read what has arrived (at most one socket read); raises EndpointFailure when the body
+        falls below the pace's floor. 0 means the body ended."""
+        raw = self._raw
+        assert raw is not None
+        # read1, not readinto: HTTPResponse.readinto waits inside until the whole buffer is
+        # full, so a server dripping a byte at a time would never give the pace a chance to look.
+        data = raw.read1(len(buffer))
+        count = len(data)
+        buffer[:count] = data
+        if raw.length == 0 and not raw.isclosed():
+            raw.read()  # marks the body complete, so the connection is kept for the next request
+        if self.pace is not None and count:
+            self.pace.feed(count, remaining=raw.length)
+        return count
 
     def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        """The whole body, read piece by piece so the pace is checked as it comes: one
+        ``HTTPResponse.read(n)`` would wait inside for all ``n`` bytes however slowly they drip."""
         assert self._raw is not None
+        data = bytearray()
+        view = memoryview(bytearray(64 * 1024))
         try:
-            data = self._raw.read(limit + 1)
+            while True:
+                count = self.readinto(view)
+                if not count:
+                    break
+                data += view[:count]
+                if len(data) > limit:
+                    self.close()
+                    raise EndpointFailure(f"answer larger than {limit} bytes")
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise EndpointFailure(_describe(exc, urlsplit(self.url).netloc, self.timeout)) from None
-        if len(data) > limit:
+        except EndpointFailure:
             self.close()
-            raise EndpointFailure(f"answer larger than {limit} bytes")
+            raise
         self.release()
-        return data
+        return bytes(data)
 
     def release(self) -> None:
         """Return the connection for reuse once the body has been read to the end."""
@@ -155,13 +171,19 @@ class Transport:
         *,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        whole_within: float | None = None,
     ) -> Response:
-        """Send one request, following redirects; the body is left for the caller to read."""
+        """Send one request, following redirects; the body is left for the caller to read.
+
+        Every body has a speed floor (``retry.Pace``); ``whole_within`` seconds, when given, is a
+        deadline for the whole answer (metadata, whose size a server cannot be trusted with)."""
         url = endpoint.url + path
         timeout = timeout or endpoint.timeout
+        deadline = time.monotonic() + whole_within if whole_within else None
         metadata: dict[str, str] = {}
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(endpoint, method, url, headers or {}, timeout)
+            response.pace = Pace(timeout, deadline=deadline, what=f"the answer from {urlsplit(url).netloc}")
             for name in METADATA_HEADERS:
                 value = response.headers.get(name)
                 if value is not None:
