@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelmgr.cache.layout import RepoPaths
-from modelmgr.testing import CloseAfter, Drip, Fault
+from modelmgr.testing import CloseAfter, Drip, DripHeaders, Fault
 
 from .helpers import cli, hf_cache as cache, run_modelmgr
 
@@ -156,3 +156,15 @@ def test_a_tree_whose_next_page_repeats_ends_at_once(capsys, hub_factory, repo_d
     assert "repeats" in outcome.err.strip().splitlines()[-1], outcome.err
     tree_requests = [r for r in hub.requests if "/tree/" in r.path]
     assert len(tree_requests) <= 4, f"{len(tree_requests)} requests for one listing"
+
+
+def test_a_mirror_dripping_its_headers_is_left_for_the_next(two_hubs, repo_dir):
+    dripping, good = two_hubs
+    # A status line, then a header line every 0.2 s, never the blank line that ends the head.
+    dripping.add_fault(DripHeaders(interval=0.2, seconds=HANG + 5), times=None)
+    write_config(dripping.url, good.url, timeout=1)
+    outcome, elapsed = pull_in_a_process()
+    assert outcome.code == 0, outcome.err
+    assert "did not send a complete answer head within 2 s" in outcome.err, outcome.err
+    assert_pulled(repo_dir, good.commit(REPO))
+    assert elapsed < 20, f"took {elapsed:.1f}s"

@@ -37,6 +37,7 @@ MAX_RESTARTS = 3  # times one file may start over (a resume that did not verify,
 PROGRESS_CREDIT = 4 * 1024 * 1024
 MIN_SPEED = 1024  # bytes per second, over every window of an endpoint's read timeout
 METADATA_TIMEOUTS = 4  # a metadata answer must be read whole within this many read timeouts
+HEADERS_TIMEOUTS = 2  # every answer's status line and headers must arrive within this many
 
 
 class EndpointFailure(Exception):

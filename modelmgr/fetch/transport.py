@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 
 from modelmgr._version import __version__
 from modelmgr.project.config import Endpoint
-from modelmgr.fetch.retry import EndpointFailure, Pace
+from modelmgr.fetch.retry import HEADERS_TIMEOUTS, EndpointFailure, Pace
 
 __all__ = ["EndpointFailure", "Response", "Transport", "token_allowed"]
 
@@ -220,7 +220,7 @@ class Transport:
             conn, reused = self._pool.get(key, timeout)
             try:
                 conn.request(method, target, headers=send_headers)
-                raw = conn.getresponse()
+                raw = _answer_within(conn, HEADERS_TIMEOUTS * timeout, parts.netloc)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._pool.drop(key)
                 if reused and attempt == 1:
@@ -238,6 +238,38 @@ class Transport:
                 raw.read()
             return Response(raw.status, raw.headers, url, timeout=timeout, _raw=raw, _pool=self._pool, _key=key)
         raise AssertionError("unreachable")
+
+
+def _answer_within(conn: http.client.HTTPConnection, seconds: float, netloc: str) -> http.client.HTTPResponse:
+    """``conn.getresponse()``, cut off after ``seconds``. The read timeout bounds silence, not a
+    status line and headers sent a byte at a time, which http.client would wait for forever."""
+    cut = threading.Event()
+
+    def cut_off() -> None:
+        cut.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass
+
+    timer = threading.Timer(seconds, cut_off)
+    timer.daemon = True
+    timer.start()
+    try:
+        raw = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        if not cut.is_set():
+            raise
+        raw = None
+    finally:
+        timer.cancel()
+    if cut.is_set():
+        # (A head cut short can even parse, its end taken for the blank line: never use it.)
+        conn.close()
+        raise EndpointFailure(f"{netloc} did not send a complete answer head within {seconds:g} s")
+    return raw
 
 
 def _describe(exc: BaseException, netloc: str, timeout: float) -> str:

@@ -37,6 +37,9 @@ class Exchange(Protocol):
 
     def abort(self) -> None: ...
 
+    def write_raw(self, data: bytes) -> None:
+        """Send bytes as they are, outside any HTTP framing (for faults in the status line or headers)."""
+
 
 class Fault:
     """Base class: every hook behaves, so a fault overrides only the stage it breaks."""
@@ -119,6 +122,27 @@ class Drip(Fault):
     def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
         time.sleep(self.interval)
         return chunk
+
+
+@dataclass(frozen=True)
+class DripHeaders(Fault):
+    """Send the status line, then one header line every `interval` seconds for `seconds`, never
+    ending the head: every read returns something, so no read timeout ever fires."""
+
+    interval: float = 0.2
+    seconds: float = 60.0
+
+    def intercept(self, exchange: Exchange) -> bool:
+        try:
+            exchange.write_raw(b"HTTP/1.1 200 OK\r\n")
+            ends = time.monotonic() + self.seconds
+            while time.monotonic() < ends:
+                time.sleep(self.interval)
+                exchange.write_raw(b"X-Drip: 1\r\n")
+        except OSError:
+            pass  # the client gave up: that is the point
+        exchange.abort()
+        return True
 
 
 @dataclass(frozen=True)

@@ -452,6 +452,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self._send_body(io.BytesIO(body), 0, len(body))
 
+    def write_raw(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
+
     def abort(self) -> None:
         """End the connection with a TCP reset."""
         self.close_connection = True
