@@ -168,3 +168,13 @@ def test_a_mirror_dripping_its_headers_is_left_for_the_next(two_hubs, repo_dir):
     assert "did not send a complete answer head within 2 s" in outcome.err, outcome.err
     assert_pulled(repo_dir, good.commit(REPO))
     assert elapsed < 20, f"took {elapsed:.1f}s"
+
+
+def test_a_metadata_answer_cut_short_is_never_taken_for_the_whole(capsys, two_hubs, repo_dir):
+    short, good = two_hubs
+    short.add_fault(CloseAfter(20), path="*/tree/*", times=None)
+    write_config(short.url, good.url, timeout=5)
+    outcome = cli(capsys, "pull", REPO)
+    assert outcome.code == 0, outcome.err
+    assert "short of its Content-Length" in outcome.err, outcome.err
+    assert_pulled(repo_dir, good.commit(REPO))

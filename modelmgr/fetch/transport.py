@@ -7,6 +7,7 @@ decision that matters here (which header goes where, what a redirect keeps) stay
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import socket
 import threading
@@ -48,11 +49,19 @@ class Response:
         falls below the pace's floor. 0 means the body ended."""
         raw = self._raw
         assert raw is not None
-        # read1, not readinto: HTTPResponse.readinto waits inside until the whole buffer is
-        # full, so a server dripping a byte at a time would never give the pace a chance to look.
-        data = raw.read1(len(buffer))
-        count = len(data)
-        buffer[:count] = data
+        # At most one socket read, not HTTPResponse.readinto, which waits inside until the whole
+        # buffer is full: a server dripping a byte at a time would never give the pace a look.
+        fp = raw.fp
+        if not raw.chunked and raw.length is not None and isinstance(fp, io.BufferedReader):
+            # Straight into the caller's buffer: read1 would cost an allocation and a copy per read.
+            count = fp.readinto1(buffer[: raw.length]) if raw.length else 0
+            raw.length -= count
+            if not count and raw.length:
+                raw.close()  # ended early: as read1 does, the caller sees 0 and says so
+        else:
+            data = raw.read1(len(buffer))
+            count = len(data)
+            buffer[:count] = data
         if raw.length == 0 and not raw.isclosed():
             raw.read()  # marks the body complete, so the connection is kept for the next request
         if self.pace is not None and count:
@@ -62,7 +71,8 @@ class Response:
     def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
         """The whole body, read piece by piece so the pace is checked as it comes: one
         ``HTTPResponse.read(n)`` would wait inside for all ``n`` bytes however slowly they drip."""
-        assert self._raw is not None
+        raw = self._raw
+        assert raw is not None
         data = bytearray()
         view = memoryview(bytearray(64 * 1024))
         try:
@@ -80,6 +90,9 @@ class Response:
         except EndpointFailure:
             self.close()
             raise
+        if raw.length:  # read1 takes an early end for the end: what Content-Length promised decides
+            self.close()
+            raise EndpointFailure(f"answer from {urlsplit(self.url).netloc} ended after {len(data)} bytes, {raw.length} short of its Content-Length")
         self.release()
         return bytes(data)
 
