@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from modelmgr.fetch import parts
 from modelmgr.fetch.download import state_file
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import IgnoreRange, RefuseRange, ShortBody, Status
@@ -25,8 +26,8 @@ from .helpers import cli, run_modelmgr, hf_cache as cache, small_repo
 
 MiB = 1024 * 1024
 REPO = "org/resume"
-BIG = 64 * MiB  # two ranges with the default split (download.MIN_PART is 32 MiB)
-MEDIUM = 8 * MiB  # one range, but above download.SMALL_FILE, so it keeps resume state
+BIG = 64 * MiB  # several ranges with the default split (parts.part_size)
+MEDIUM = 8 * MiB  # one range (parts.MIN_PART), but above parts.SMALL_FILE, so it keeps resume state
 
 
 def make_repo(root: Path, weights: int, seed: int = 7) -> Path:
@@ -214,7 +215,9 @@ def test_multi_range_downloads_record_their_layout_before_the_first_byte(capsys,
     monkeypatch.setattr(download, "_write", spy)
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 0
     layout = seen[0]  # (two range threads may both have looked before either appended)
-    assert [(s, e) for s, e, _ in layout["parts"]] == [(0, BIG // 2), (BIG // 2, BIG)]
+    # A pull of 64 MiB over 32 connections: parts of parts.MIN_PART, written down before any byte.
+    step = parts.MIN_PART
+    assert [(s, e) for s, e, _ in layout["parts"]] == [(start, start + step) for start in range(0, BIG, step)]
 
 
 # -- resume state that is not what modelmgr wrote ---------------------------------------------------

@@ -49,6 +49,7 @@ class Transfer:
     slots: threading.Semaphore
     emit: EventSink
     fsync: bool = True
+    part_size: int | None = None  # parts.part_size of the pull (None: parts.MIN_PART)
     stopped: threading.Event = field(default_factory=threading.Event)  # the user interrupted the pull
 
 
@@ -108,7 +109,8 @@ class BlobDownload:
     def _parts(self) -> list[Part]:
         if self.whole:
             return split(self.remote.size, 0, 1)
-        parts, problem = load_parts(self.state_path, self.incomplete, self.remote.etag, self.remote.size, self.transfer.connections)
+        parts, problem = load_parts(self.state_path, self.incomplete, self.remote.etag, self.remote.size,
+                                    self.transfer.connections, self.transfer.part_size)
         if problem is not None:
             # Never fatal: a state file modelmgr cannot trust costs a re-download, nothing more.
             discard(self.state_path)
@@ -291,7 +293,9 @@ class BlobDownload:
                     transfer.emit(BytesReceived(remote.path, count))
                 if failure is not None:
                     raise EndpointFailure(failure)
-                if part.offset - flushed >= WRITEBACK_EVERY:
+                if part.offset - flushed >= WRITEBACK_EVERY or (part.complete and part.offset > flushed):
+                    # (and the tail of every finished part: a pull of many parts smaller than
+                    # WRITEBACK_EVERY would otherwise leave all of its bytes to the final fsync)
                     start_writeback(fd, flushed, part.offset - flushed)
                     flushed = part.offset
             completed = True
@@ -304,9 +308,12 @@ class BlobDownload:
 
 def _write(fd: int, data: memoryview, offset: int, remote: RemoteFile) -> None:
     try:
-        written = os.pwrite(fd, data, offset)
+        written = 0
         while written < len(data):
-            written += os.pwrite(fd, data[written:], offset + written)
+            count = os.pwrite(fd, data[written:], offset + written)
+            if not count:  # never for a regular file; a loop that cannot end if it ever were
+                raise OSError(errno.EIO, f"could not write {remote.path}")
+            written += count
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise errors.DiskSpaceError(

@@ -17,7 +17,9 @@ from pathlib import Path
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.fsutil import write_atomic
 
-MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings
+# Part sizes (see part_size): never below MIN_PART, never split finer than SPREAD_PART needs.
+MIN_PART = 8 * 1024 * 1024
+SPREAD_PART = 32 * 1024 * 1024
 STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress...
 STATE_SECONDS = 1.0  # ...or after this long, so a slow link never loses more than a second's bytes
 SMALL_FILE = 4 * 1024 * 1024  # smaller files restart from zero instead of keeping state
@@ -39,10 +41,27 @@ class Part:
         return self.start + self.done >= self.end
 
 
-def split(size: int, prefix: int, connections: int) -> list[Part]:
+def part_size(fetch_bytes: int, connections: int) -> int:
+    """The size a pull splits its files into: its bytes spread over its connections in about one
+    wave, within [MIN_PART, SPREAD_PART].
+
+    A connection per part costs a handshake (TCP, TLS) before its first byte. In one wave those
+    handshakes happen side by side, so splitting costs a fast endpoint almost nothing and gives a
+    slow-per-connection one every connection; finer parts would queue behind the connection
+    limit and pay a handshake each, one after another. So a pull of a few files of tens of MB
+    splits them into parts of MIN_PART or a little more, and a pull of gigabytes keeps big parts.
+    Measured in docs/benchmarks.md (benchmarks/bench_pull.py --shape medium).
+    """
+    return max(MIN_PART, min(SPREAD_PART, -(-fetch_bytes // max(1, connections))))
+
+
+def split(size: int, prefix: int, connections: int, part: int | None = None) -> list[Part]:
+    """``size`` bytes in at most ``connections`` parts of about ``part`` bytes (MIN_PART by default),
+    after a ``prefix`` already on disk."""
+    part = part or MIN_PART
     parts = [Part(0, prefix, prefix)] if prefix else []
     remaining = size - prefix
-    count = max(1, min(connections, remaining // MIN_PART))
+    count = max(1, min(connections, remaining // part))
     step = -(-remaining // count) if remaining else 0
     start = prefix
     while start < size:
@@ -120,7 +139,9 @@ def resumable_bytes(paths: RepoPaths, etag: str, size: int) -> int:
     return sum(p.done for p in parts)
 
 
-def load_parts(state_path: Path, incomplete: Path, etag: str, size: int, connections: int) -> tuple[list[Part], str | None]:
+def load_parts(
+    state_path: Path, incomplete: Path, etag: str, size: int, connections: int, part: int | None = None
+) -> tuple[list[Part], str | None]:
     """Resume state, or a fresh split; and why a state file found on disk was not used (None
     when there was none, or it was used). Trust the state only when it describes this very blob."""
     try:
@@ -144,7 +165,7 @@ def load_parts(state_path: Path, incomplete: Path, etag: str, size: int, connect
     # No usable state: a sequentially written partial file is still a valid prefix, but only when
     # no state file exists, since a multi-range download leaves holes (the state says where).
     prefix = min(on_disk, size) if on_disk and raw is None and problem is None else 0
-    return split(size, prefix, connections), problem
+    return split(size, prefix, connections, part), problem
 
 
 def _parse_state(raw: bytes, etag: str, size: int) -> tuple[list[Part] | None, str | None]:

@@ -12,7 +12,9 @@ from modelmgr.fetch.hub import RemoteFile
 from modelmgr.fetch.parts import PartsProgress
 
 BUFFER = 1024 * 1024
-HASH_THREAD_FROM = 64 * 1024 * 1024  # smaller files hash after the download in less than a thread costs
+# A file in several parts, or one this big, is hashed by a thread following its prefix as it
+# grows; a smaller single stream is hashed after its last byte in less time than a thread costs.
+HASH_THREAD_FROM = 64 * 1024 * 1024
 
 
 class PrefixHasher:
@@ -60,7 +62,7 @@ class PrefixHasher:
             self.error = exc
 
     def start(self) -> None:
-        if self.remote.size >= HASH_THREAD_FROM:
+        if len(self.progress.parts) > 1 or self.remote.size >= HASH_THREAD_FROM:
             self.thread = threading.Thread(target=self._run, name=f"hash {self.remote.path}", daemon=True)
             self.thread.start()
 

@@ -20,7 +20,7 @@ from modelmgr.project.config import Config, load_config
 from modelmgr.fetch.download import Transfer, fetch_blob
 from modelmgr.fetch.events import EventSink, FileFinished, Notice, PlanReady, ignore
 from modelmgr.fetch.hub import HubClient, RemoteFile
-from modelmgr.fetch.parts import resumable_bytes
+from modelmgr.fetch.parts import part_size, resumable_bytes
 from modelmgr.fsutil import make_dirs, share_new
 from modelmgr.cache.layout import RepoPaths, relative_blob_link
 from modelmgr.cache.manifest import ManifestEntry, missing_files, write_manifest
@@ -169,6 +169,7 @@ def pull(
         client=client, paths=paths, repo_id=plan.repo_id, commit=plan.commit, repo_type=repo_type,
         endpoints=config.endpoints, connections=connections or config.connections,
         slots=threading.Semaphore(connections or config.connections), emit=on_event,
+        part_size=part_size(plan.fetch_bytes, connections or config.connections),
     )
     downloaded = _fetch_all(transfer, plan)
     if not is_commit(plan.revision):
