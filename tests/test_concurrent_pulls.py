@@ -163,3 +163,39 @@ def test_two_pulls_stay_correct_when_the_lock_does_not_lock(hub, repo_dir):
     etag = assert_complete(repo_dir, hub)
     leftovers = [p.name for p in RepoPaths(cache(), REPO).blobs.iterdir() if p.name != etag and len(p.name) > 64]
     assert leftovers == []
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_pull_waiting_on_a_lock_says_at_once_that_it_waits_and_for_what_and_keeps_saying_it(monkeypatch, hub, repo_dir):
+    from modelmgr.fetch import download
+    from modelmgr.fetch.events import Notice
+    from modelmgr.fetch.pull import pull
+    from modelmgr.project.config import load_config
+
+    monkeypatch.setattr(download, "LOCK_NOTICE_EVERY", 0.5, raising=False)
+    paths = RepoPaths(cache(), REPO)
+    etag = hashlib.sha256((repo_dir / "model.safetensors").read_bytes()).hexdigest()
+    lock = paths.locks / f"{etag}.lock"
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock), "2.5"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    released_at = time.monotonic() + 2.3  # (a little before the holder really lets go)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    notices: list[tuple[float, str]] = []
+    started = time.monotonic()
+    pull(REPO, config=load_config(), on_event=lambda e: isinstance(e, Notice) and notices.append((time.monotonic(), e.message)))
+    holder.wait(timeout=10)
+    waiting = [(at, m) for at, m in notices if "waiting" in m and at < released_at]
+    assert waiting, notices
+    assert waiting[0][0] - started < 1.0, "the first notice came late"
+    assert "model.safetensors" in waiting[0][1] and "another process" in waiting[0][1] and str(lock) in waiting[0][1]
+    assert len(waiting) >= 3, f"it said so once and went quiet: {notices}"
+    assert_complete(repo_dir, hub)

@@ -19,7 +19,7 @@ MiB = 1024 * 1024
 REPO = "org/integrity"
 SMALL = 300_000
 PARTS = 4
-LARGE = PARTS * 32 * MiB  # download.MIN_PART is 32 MiB: --connections 4 makes four ranges
+LARGE = PARTS * 32 * MiB  # parts.part_size over --connections 4: four ranges of 32 MiB
 
 
 def make_repo(root: Path, weights: int, seed: int = 3) -> Path:

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 from urllib.parse import quote, urlsplit
@@ -19,13 +18,12 @@ from urllib.parse import quote, urlsplit
 from modelmgr import errors
 from modelmgr.project.config import Config, Endpoint
 from modelmgr.project.names import check_commit, check_etag, check_remote_path, check_size
-from modelmgr.fetch.transport import EndpointFailure, Response, Transport
+from modelmgr.fetch.retry import METADATA_TIMEOUTS, AllFailed, DefinitiveAnswer, EndpointFailure, RangeIgnored, Ranking, fall_back
+from modelmgr.fetch.transport import Response, Transport
 
 log = logging.getLogger("modelmgr.fetch.hub")
 T = TypeVar("T")
-
-RETRIES_PER_ENDPOINT = 2
-MAX_RETRY_AFTER = 30.0  # seconds; a server asking for longer is treated as down
+MAX_PAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -34,14 +32,6 @@ class RemoteFile:
     size: int
     etag: str  # sha256 for LFS files, git blob sha1 otherwise: the blob's name in the cache
     lfs: bool
-
-
-class DefinitiveAnswer(Exception):
-    """An endpoint answered clearly that the thing does not exist (or is not allowed)."""
-
-    def __init__(self, error: errors.HubError):
-        super().__init__(str(error))
-        self.error = error
 
 
 def _api_prefix(repo_type: str) -> str:
@@ -69,8 +59,11 @@ def _retry_after(response: Response) -> float | None:
     return max(0.0, seconds)
 
 
-def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint) -> None:
-    """Turn an error status into EndpointFailure (try elsewhere) or DefinitiveAnswer (it is not there)."""
+def raise_for_status(
+    response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint, ranged: bool = False
+) -> None:
+    """Turn an error status into EndpointFailure (try elsewhere), DefinitiveAnswer (it is not
+    there) or RangeIgnored (a range request refused: start the file over without one)."""
     status = response.status
     if status < 400:
         return
@@ -79,6 +72,10 @@ def raise_for_status(response: Response, *, repo_id: str, revision: str, path: s
         response.read(limit=1024 * 1024)
     except (EndpointFailure, OSError):
         response.close()
+    if status == 416 and ranged:
+        # The server will not serve the range the resume state asks for (its idea of the file
+        # differs, or it refuses ranges): retrying the same range fails the same way forever.
+        raise RangeIgnored("refused a byte range (HTTP 416)")
     if status == 429 or status == 503:
         raise EndpointFailure(f"HTTP {status} (rate limited or overloaded)", retry_after=_retry_after(response))
     if status >= 500:
@@ -101,12 +98,13 @@ def raise_for_status(response: Response, *, repo_id: str, revision: str, path: s
 def _read_json(response: Response, endpoint: Endpoint) -> object:
     content_type = (response.headers.get("Content-Type") or "").lower()
     body = response.read()
+    # Neither answer changes on a retry: move on to the next endpoint at once.
     if "html" in content_type or body.lstrip()[:1] == b"<":
-        raise EndpointFailure("answered with an HTML page where JSON was expected (a captive portal or an error page?)")
+        raise EndpointFailure("answered with an HTML page where JSON was expected (a captive portal or an error page?)", transient=False)
     try:
         return json.loads(body)
-    except ValueError:
-        raise EndpointFailure("answered with malformed JSON") from None
+    except (ValueError, RecursionError):
+        raise EndpointFailure("answered with malformed JSON", transient=False) from None
 
 
 class HubClient:
@@ -118,74 +116,43 @@ class HubClient:
         self.endpoints = config.endpoints
         self.transport = Transport(token=config.token)
         self._warn = on_warning or (lambda message: log.warning(message))
-        # Endpoints given up on during this pull, tried last from then on: a mirror that timed
-        # out on the revision would otherwise cost its full timeout (twice) again for the tree
-        # and for every file. They stay in the list, so a file only they have is still found.
-        self._demoted: list[str] = []
+        # What this pull learns about its endpoints, shared with every download (retry.Ranking).
+        self.ranking = Ranking(self.endpoints)
         self._head_first: set[str] = set()  # endpoints whose GET answers lack the Hub's metadata
         self._lock = threading.Lock()
-        self._demoted_lock = threading.Lock()
-
-    def demote(self, endpoint: Endpoint) -> None:
-        with self._demoted_lock:
-            if endpoint.url not in self._demoted:
-                self._demoted.append(endpoint.url)
 
     def ordered(self) -> tuple[Endpoint, ...]:
         """The configured order, with endpoints that already failed in this pull moved last."""
-        with self._demoted_lock:
-            demoted = list(self._demoted)
-        healthy = [e for e in self.endpoints if e.url not in demoted]
-        return (*healthy, *sorted((e for e in self.endpoints if e.url in demoted), key=lambda e: demoted.index(e.url)))
+        return tuple(self.ranking.ordered())
 
     # -- fallback ------------------------------------------------------------------------
     def call(self, what: str, attempt: Callable[[Endpoint], T], *, endpoints: tuple[Endpoint, ...] | None = None) -> tuple[T, Endpoint]:
-        """Run ``attempt`` on each endpoint in order until one succeeds."""
-        failures: list[tuple[Endpoint, str]] = []
-        definitive: list[errors.HubError] = []
-        for endpoint in endpoints or self.ordered():
-            for retry in range(RETRIES_PER_ENDPOINT):
-                try:
-                    return attempt(endpoint), endpoint
-                except DefinitiveAnswer as answer:
-                    definitive.append(answer.error)
-                    failures.append((endpoint, str(answer.error)))
-                    break
-                except errors.UnsafeServerResponse as refused:
-                    # A hostile or broken listing refuses this endpoint's answer, not the model:
-                    # another mirror may serve it cleanly. Nothing was written from it.
-                    definitive.append(refused)
-                    failures.append((endpoint, str(refused)))
-                    if len(self.endpoints) > 1:
-                        self.demote(endpoint)
-                        self._warn(f"{endpoint.name}: {refused} Trying the next endpoint")
-                    break
-                except EndpointFailure as failure:
-                    wait = failure.retry_after
-                    last = retry == RETRIES_PER_ENDPOINT - 1
-                    if wait is not None and wait <= MAX_RETRY_AFTER and not last:
-                        time.sleep(wait)
-                        continue
-                    if wait is None and not last and "HTML" not in failure.reason and "malformed" not in failure.reason:
-                        time.sleep(0.2)
-                        continue
-                    failures.append((endpoint, failure.reason))
-                    if len(self.endpoints) > 1:
-                        self.demote(endpoint)
-                        self._warn(f"{endpoint.name}: {failure.reason}; trying the next endpoint")
-                    break
-        if definitive and len(definitive) == len(failures):
-            raise definitive[0]
-        detail = "; ".join(f"{endpoint.name}: {reason}" for endpoint, reason in failures)
-        raise errors.HubError(
-            f"could not {what} from any endpoint ({detail}). Check your network, or add a mirror with "
-            "--endpoint URL or [[hub.endpoints]] in the config.")
+        """Run ``attempt`` on each endpoint in order until one succeeds (the policy: retry.py)."""
+        def leave(endpoint: Endpoint, reason: str) -> None:
+            if len(self.endpoints) > 1:
+                joined = f"{reason} Trying" if reason.endswith(".") else f"{reason}; trying"
+                self._warn(f"{endpoint.name}: {joined} the next endpoint")
+
+        try:
+            return fall_back(endpoints or self.ordered(), attempt, ranking=self.ranking, on_leave=leave)
+        except AllFailed as failed:
+            definitive = failed.definitive()
+            if definitive is not None:
+                raise definitive from None
+            raise errors.HubError(
+                f"could not {what} from any endpoint ({failed.detail}). Check your network, or add a mirror with "
+                "--endpoint URL or [[hub.endpoints]] in the config.") from None
+
+    def _get_json(self, endpoint: Endpoint, path: str) -> Response:
+        # A metadata answer is small: it must be whole within a few read timeouts, however it trickles.
+        return self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"},
+                                      whole_within=METADATA_TIMEOUTS * endpoint.timeout)
 
     # -- protocol ------------------------------------------------------------------------
     def resolve_commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[str, Endpoint]:
         def attempt(endpoint: Endpoint) -> str:
             path = f"{_api_prefix(repo_type)}/{repo_id}/revision/{_quote_revision(revision)}"
-            response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
+            response = self._get_json(endpoint, path)
             raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint)
             data = _read_json(response, endpoint)
             if not isinstance(data, dict):
@@ -201,12 +168,15 @@ class HubClient:
         def attempt(endpoint: Endpoint) -> list[RemoteFile]:
             path: str | None = f"{_api_prefix(repo_type)}/{repo_id}/tree/{commit}?recursive=true&expand=false"
             files: list[RemoteFile] = []
-            pages = 0
+            seen: set[str] = set()
             while path:
-                pages += 1
-                if pages > 10_000:
-                    raise EndpointFailure("tree listing did not end after 10000 pages")
-                response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
+                # A cursor that never advances, or pages without end, must not keep the pull here.
+                if path in seen:
+                    raise EndpointFailure("tree pagination repeats a page it already sent", transient=False)
+                if len(seen) >= MAX_PAGES:
+                    raise EndpointFailure(f"tree listing did not end after {MAX_PAGES} pages", transient=False)
+                seen.add(path)
+                response = self._get_json(endpoint, path)
                 raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint)
                 entries = _read_json(response, endpoint)
                 if not isinstance(entries, list):
@@ -241,16 +211,17 @@ class HubClient:
         vouched_by = None
         if endpoint.url in self._head_first:
             vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
+        ranged = "Range" in headers
         response = self.transport.request(endpoint, "GET", path, headers=headers)
         try:
-            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged)
             if vouched_by is None and response.header("X-Repo-Commit") is None and _looks_like_file(response, remote):
                 response.close()
                 vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
                 with self._lock:
                     self._head_first.add(endpoint.url)
                 response = self.transport.request(endpoint, "GET", path, headers=headers)
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged)
             check_file_response(response, remote, commit, start=start, end=end, vouched_by=vouched_by)
         except BaseException:
             response.close()

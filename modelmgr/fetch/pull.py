@@ -17,9 +17,10 @@ from typing import Sequence
 
 from modelmgr import errors
 from modelmgr.project.config import Config, load_config
-from modelmgr.fetch.download import Transfer, fetch_blob, resumable_bytes
+from modelmgr.fetch.download import Transfer, fetch_blob
 from modelmgr.fetch.events import EventSink, FileFinished, Notice, PlanReady, ignore
 from modelmgr.fetch.hub import HubClient, RemoteFile
+from modelmgr.fetch.parts import part_size, resumable_bytes
 from modelmgr.fsutil import make_dirs, share_new
 from modelmgr.cache.layout import RepoPaths, relative_blob_link
 from modelmgr.cache.manifest import ManifestEntry, missing_files, write_manifest
@@ -27,7 +28,16 @@ from modelmgr.project.refs import ModelRef, is_commit, parse_ref
 from modelmgr.fetch.selection import select_files
 from modelmgr.units import format_size
 
-DISK_MARGIN = 64 * 1024 * 1024  # keep this much free beyond what the pull needs
+DISK_MARGIN = 64 * 1024 * 1024  # keep at most this much free beyond what the pull needs...
+MIN_DISK_MARGIN = 1024 * 1024  # ...and at least this (filesystem metadata, the state files)
+
+
+def disk_margin(needed: int) -> int:
+    """Room to leave free beyond the bytes a pull fetches: a tenth of them, within bounds.
+
+    A fixed 64 MB refused a 650 kB pull on a disk with 42 MB free; scaled, a small pull needs
+    little slack and a big one still leaves room for the rest of the system."""
+    return max(MIN_DISK_MARGIN, min(DISK_MARGIN, needed // 10))
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,7 @@ def pull(
         client=client, paths=paths, repo_id=plan.repo_id, commit=plan.commit, repo_type=repo_type,
         endpoints=config.endpoints, connections=connections or config.connections,
         slots=threading.Semaphore(connections or config.connections), emit=on_event,
+        part_size=part_size(plan.fetch_bytes, connections or config.connections),
     )
     downloaded = _fetch_all(transfer, plan)
     if not is_commit(plan.revision):
@@ -203,7 +214,7 @@ def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile
         cached = False
     # What the download will really keep (the resume state, not the possibly sparse file's size,
     # and nothing for small files, which restart): dry-run and the free-space check use it.
-    partial = 0 if cached else resumable_bytes(paths, remote)
+    partial = 0 if cached else resumable_bytes(paths, remote.etag, remote.size)
     return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial)
 
 
@@ -211,9 +222,12 @@ def check_free_space(plan: PullPlan) -> None:
     make_dirs(plan.cache_dir)
     free = shutil.disk_usage(plan.cache_dir).free
     needed = plan.fetch_bytes
-    if needed + DISK_MARGIN > free and needed > 0:
+    margin = disk_margin(needed)
+    if needed + margin > free and needed > 0:
+        # Name the margin when it is what does not fit: "needs 8 MB, 9 MB is free" reads as a contradiction.
+        extra = f" plus a safety margin of {format_size(margin)}" if needed <= free else ""
         raise errors.DiskSpaceError(
-            f"not enough free space in {plan.cache_dir}: the pull needs {format_size(needed)} more, "
+            f"not enough free space in {plan.cache_dir}: the pull needs {format_size(needed)} more{extra}, "
             f"{format_size(free)} is free. Free space (modelmgr prune, modelmgr rm) or point HF_HUB_CACHE at a larger disk.")
 
 

@@ -7,14 +7,19 @@ decision that matters here (which header goes where, what a redirect keeps) stay
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from modelmgr._version import __version__
 from modelmgr.project.config import Endpoint
+from modelmgr.fetch.retry import HEADERS_TIMEOUTS, EndpointFailure, Pace
+
+__all__ = ["EndpointFailure", "Response", "Transport", "token_allowed"]
 
 log = logging.getLogger("modelmgr.http")
 
@@ -24,18 +29,6 @@ USER_AGENT = f"modelmgr/{__version__}"
 METADATA_HEADERS = ("x-repo-commit", "etag", "x-linked-etag", "x-linked-size", "x-error-code")
 
 
-class EndpointFailure(Exception):
-    """This endpoint failed in a way another endpoint may not: try the next one.
-
-    ``retry_after`` is set for 429/503 answers that asked the client to come back later.
-    """
-
-    def __init__(self, reason: str, *, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
 @dataclass
 class Response:
     status: int
@@ -43,6 +36,7 @@ class Response:
     url: str
     metadata: dict[str, str] = field(default_factory=dict)  # from every hop of the redirect chain
     timeout: float = 0.0
+    pace: Pace | None = None  # the floor under the body's speed (and its deadline), see retry.Pace
     _raw: http.client.HTTPResponse | None = None
     _pool: "_Pool | None" = None
     _key: tuple[str, str] | None = None
@@ -51,21 +45,56 @@ class Response:
         return self.metadata.get(name.lower()) or self.headers.get(name)
 
     def readinto(self, buffer: memoryview) -> int:
-        assert self._raw is not None
-        return self._raw.readinto(buffer)
+        """Read what has arrived (at most one socket read); raises EndpointFailure when the body
+        falls below the pace's floor. 0 means the body ended."""
+        raw = self._raw
+        assert raw is not None
+        # At most one socket read, not HTTPResponse.readinto, which waits inside until the whole
+        # buffer is full: a server dripping a byte at a time would never give the pace a look.
+        fp = raw.fp
+        if not raw.chunked and raw.length is not None and isinstance(fp, io.BufferedReader):
+            # Straight into the caller's buffer: read1 would cost an allocation and a copy per read.
+            count = fp.readinto1(buffer[: raw.length]) if raw.length else 0
+            raw.length -= count
+            if not count and raw.length:
+                raw.close()  # ended early: as read1 does, the caller sees 0 and says so
+        else:
+            data = raw.read1(len(buffer))
+            count = len(data)
+            buffer[:count] = data
+        if raw.length == 0 and not raw.isclosed():
+            raw.read()  # marks the body complete, so the connection is kept for the next request
+        if self.pace is not None and count:
+            self.pace.feed(count, remaining=raw.length)
+        return count
 
     def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
-        assert self._raw is not None
+        """The whole body, read piece by piece so the pace is checked as it comes: one
+        ``HTTPResponse.read(n)`` would wait inside for all ``n`` bytes however slowly they drip."""
+        raw = self._raw
+        assert raw is not None
+        data = bytearray()
+        view = memoryview(bytearray(64 * 1024))
         try:
-            data = self._raw.read(limit + 1)
+            while True:
+                count = self.readinto(view)
+                if not count:
+                    break
+                data += view[:count]
+                if len(data) > limit:
+                    self.close()
+                    raise EndpointFailure(f"answer larger than {limit} bytes")
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise EndpointFailure(_describe(exc, urlsplit(self.url).netloc, self.timeout)) from None
-        if len(data) > limit:
+        except EndpointFailure:
             self.close()
-            raise EndpointFailure(f"answer larger than {limit} bytes")
+            raise
+        if raw.length:  # read1 takes an early end for the end: what Content-Length promised decides
+            self.close()
+            raise EndpointFailure(f"answer from {urlsplit(self.url).netloc} ended after {len(data)} bytes, {raw.length} short of its Content-Length")
         self.release()
-        return data
+        return bytes(data)
 
     def release(self) -> None:
         """Return the connection for reuse once the body has been read to the end."""
@@ -155,13 +184,19 @@ class Transport:
         *,
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
+        whole_within: float | None = None,
     ) -> Response:
-        """Send one request, following redirects; the body is left for the caller to read."""
+        """Send one request, following redirects; the body is left for the caller to read.
+
+        Every body has a speed floor (``retry.Pace``); ``whole_within`` seconds, when given, is a
+        deadline for the whole answer (metadata, whose size a server cannot be trusted with)."""
         url = endpoint.url + path
         timeout = timeout or endpoint.timeout
+        deadline = time.monotonic() + whole_within if whole_within else None
         metadata: dict[str, str] = {}
         for _ in range(MAX_REDIRECTS + 1):
             response = self._send(endpoint, method, url, headers or {}, timeout)
+            response.pace = Pace(timeout, deadline=deadline, what=f"the answer from {urlsplit(url).netloc}")
             for name in METADATA_HEADERS:
                 value = response.headers.get(name)
                 if value is not None:
@@ -198,7 +233,7 @@ class Transport:
             conn, reused = self._pool.get(key, timeout)
             try:
                 conn.request(method, target, headers=send_headers)
-                raw = conn.getresponse()
+                raw = _answer_within(conn, HEADERS_TIMEOUTS * timeout, parts.netloc)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._pool.drop(key)
                 if reused and attempt == 1:
@@ -216,6 +251,38 @@ class Transport:
                 raw.read()
             return Response(raw.status, raw.headers, url, timeout=timeout, _raw=raw, _pool=self._pool, _key=key)
         raise AssertionError("unreachable")
+
+
+def _answer_within(conn: http.client.HTTPConnection, seconds: float, netloc: str) -> http.client.HTTPResponse:
+    """``conn.getresponse()``, cut off after ``seconds``. The read timeout bounds silence, not a
+    status line and headers sent a byte at a time, which http.client would wait for forever."""
+    cut = threading.Event()
+
+    def cut_off() -> None:
+        cut.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns at once
+            except OSError:
+                pass
+
+    timer = threading.Timer(seconds, cut_off)
+    timer.daemon = True
+    timer.start()
+    try:
+        raw = conn.getresponse()
+    except (OSError, http.client.HTTPException):
+        if not cut.is_set():
+            raise
+        raw = None
+    finally:
+        timer.cancel()
+    if cut.is_set():
+        # (A head cut short can even parse, its end taken for the blank line: never use it.)
+        conn.close()
+        raise EndpointFailure(f"{netloc} did not send a complete answer head within {seconds:g} s")
+    return raw
 
 
 def _describe(exc: BaseException, netloc: str, timeout: float) -> str:

@@ -31,10 +31,14 @@ class Exchange(Protocol):
     method: str
     raw_path: str  # path and query exactly as the client sent them
     meta_headers: dict[str, str]  # X-Repo-Commit, ETag, X-Linked-* when the request names a file
+    range_header: str | None  # the request's Range header, if any
 
     def reply(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None: ...
 
     def abort(self) -> None: ...
+
+    def write_raw(self, data: bytes) -> None:
+        """Send bytes as they are, outside any HTTP framing (for faults in the status line or headers)."""
 
 
 class Fault:
@@ -66,6 +70,10 @@ class Fault:
         """Change body bytes; `offset` is where `chunk` starts in the whole file."""
         return chunk
 
+    def chunk_size(self) -> int | None:
+        """Send the body in pieces of this many bytes (None: the server's own size)."""
+        return None
+
 
 NO_FAULT = Fault()
 
@@ -88,6 +96,64 @@ class ShortBody(Fault):
 
     def cut(self, length: int) -> tuple[int, Ending]:
         return max(0, length - self.missing_bytes), "close"
+
+
+@dataclass(frozen=True)
+class CloseAfter(Fault):
+    """Declare the full Content-Length but close cleanly after `after_bytes` of every body."""
+
+    after_bytes: int = 0
+
+    def cut(self, length: int) -> tuple[int, Ending]:
+        return min(self.after_bytes, length), "close"
+
+
+@dataclass(frozen=True)
+class Drip(Fault):
+    """Send the body `step` bytes at a time, one piece every `interval` seconds: never silent for
+    long enough to trip a read timeout, never fast enough to finish."""
+
+    interval: float = 2.0
+    step: int = 1
+
+    def chunk_size(self) -> int:
+        return self.step
+
+    def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
+        time.sleep(self.interval)
+        return chunk
+
+
+@dataclass(frozen=True)
+class DripHeaders(Fault):
+    """Send the status line, then one header line every `interval` seconds for `seconds`, never
+    ending the head: every read returns something, so no read timeout ever fires."""
+
+    interval: float = 0.2
+    seconds: float = 60.0
+
+    def intercept(self, exchange: Exchange) -> bool:
+        try:
+            exchange.write_raw(b"HTTP/1.1 200 OK\r\n")
+            ends = time.monotonic() + self.seconds
+            while time.monotonic() < ends:
+                time.sleep(self.interval)
+                exchange.write_raw(b"X-Drip: 1\r\n")
+        except OSError:
+            pass  # the client gave up: that is the point
+        exchange.abort()
+        return True
+
+
+@dataclass(frozen=True)
+class RefuseRange(Fault):
+    """Answer every request that carries a Range header with 416 Range Not Satisfiable."""
+
+    def intercept(self, exchange: Exchange) -> bool:
+        if exchange.range_header is None:
+            return False
+        exchange.reply(416, {"Content-Type": "text/plain"}, b"Requested range not satisfiable")
+        return True
 
 
 @dataclass(frozen=True)

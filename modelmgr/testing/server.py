@@ -443,10 +443,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def method(self) -> str:
         return self.command
 
+    @property
+    def range_header(self) -> str | None:
+        return self.headers.get("Range")
+
     def reply(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
         self._send_head(status, {**headers, "Content-Length": str(len(body))})
         if self.command != "HEAD":
             self._send_body(io.BytesIO(body), 0, len(body))
+
+    def write_raw(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
 
     def abort(self) -> None:
         """End the connection with a TCP reset."""
@@ -733,7 +741,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.sendfile(source, start, length)  # zero-copy: benchmarks serve big files
         else:
             source.seek(start)
-            chunk_size = _CHUNK if rate is None else max(1024, min(_CHUNK, rate // 20))
+            chunk_size = fault.chunk_size() or (_CHUNK if rate is None else max(1024, min(_CHUNK, rate // 20)))
             sent, began = 0, time.monotonic()
             while sent < limit:
                 chunk = source.read(min(chunk_size, limit - sent))
