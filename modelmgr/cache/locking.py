@@ -23,7 +23,9 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, content ad
 @contextmanager
 def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     make_dirs(path.parent)
-    fd = open_shared(path, os.O_RDWR | os.O_CREAT)
+    # Never through a link (a planted one would create a file outside the cache), and shared by a
+    # team, so another member's lock file is used as it is: nothing is ever written into it.
+    fd = open_shared(path, os.O_RDWR | os.O_CREAT, own=False)
     try:
         if fcntl is not None:
             try:
@@ -53,9 +55,10 @@ class try_lock:
         except ImportError:  # pragma: no cover - Windows
             return True
         try:
-            self.fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO planted under a lock's name would block a plain open forever.
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
-            return True  # no lock file: no pull has started on this blob since its folder was made
+            return True  # no lock file (or a link, which no pull locks): no pull is downloading this blob
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Mapping
 
-from modelmgr.cache.scan import CacheInfo, CachedRepo, scan_cache
+from modelmgr.cache.model import CacheInfo, CachedRepo
+from modelmgr.cache.scan import scan_cache
 from modelmgr.errors import DiskSpaceError
 from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
 from modelmgr.cache.locking import try_lock
