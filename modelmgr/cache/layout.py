@@ -58,12 +58,20 @@ def folder_name(repo_id: str, repo_type: str = "model") -> str:
     return f"{repo_type}s--" + repo_id.replace("/", "--")
 
 
+# What a Hub id may hold, per part (an org is optional for old ids such as "gpt2"). fullmatch: a
+# folder "models--org--na\nme" is no repo, whatever its name says.
+_ID_PART = re.compile(r"[\w.-]+")  # as huggingface_hub validate_repo_id allows, no more
+
+
 def parse_folder_name(name: str) -> tuple[str, str] | None:
     """``models--org--name`` -> ``("model", "org/name")``; None for anything else."""
     kind, sep, rest = name.partition("--")
     if not sep or kind[:-1] not in REPO_TYPES or not kind.endswith("s") or not rest:
         return None
-    return kind[:-1], rest.replace("--", "/")
+    parts = rest.split("--")
+    if len(parts) > 2 or not all(_ID_PART.fullmatch(part) for part in parts):
+        return None
+    return kind[:-1], "/".join(parts)
 
 
 def partial_download(name: str) -> tuple[str, str, int | None] | None:

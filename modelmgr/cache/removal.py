@@ -199,9 +199,17 @@ def resolve_revision(repo: CachedRepo, revision: str) -> CachedRevision:
 
 def _writable_copy(info: CacheInfo, repo_id: str, repo_type: str) -> CachedRepo:
     copies = info.find(repo_id, repo_type)
-    for repo in copies:
-        if not repo.read_only:
-            return repo
+    writable = [repo for repo in copies if not repo.read_only]
+    if len({repo.repo_id for repo in writable}) > 1:
+        # Two spellings of one id (models--Org--X and models--org--x) and neither is the one asked
+        # for: deleting either could be the wrong model.
+        spellings = ", ".join(sorted(_display(repo.repo_id, repo_type) for repo in writable))
+        raise ModelmgrError(
+            f"{_display(repo_id, repo_type)} is ambiguous: the cache holds {spellings}, which differ only in case. "
+            "Name the one to remove exactly as `modelmgr list` shows it."
+        )
+    if writable:
+        return writable[0]
     display = _display(repo_id, repo_type)
     if copies:
         where = ", ".join(str(repo.cache_dir) for repo in copies)

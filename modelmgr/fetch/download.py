@@ -26,6 +26,7 @@ from modelmgr.cache.hashing import new_hasher
 from modelmgr.fetch.hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.cache.locking import file_lock
+from modelmgr.cache.partials import claim_partial
 from modelmgr.fetch.transport import EndpointFailure
 from modelmgr.fetch.writeback import start_writeback
 
@@ -138,7 +139,7 @@ class _Progress:
 
 
 def state_file(paths: RepoPaths, etag: str) -> Path:
-    return paths.root / ".modelmgr" / "partial" / f"{etag}.json"
+    return paths.partial_state(etag)
 
 
 def resumable_bytes(paths: RepoPaths, remote: RemoteFile) -> int:
@@ -272,6 +273,7 @@ def _present(blob: Path, size: int) -> bool:
 def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
     paths = transfer.paths
     make_dirs(paths.blobs)
+    claim_partial(paths, remote.etag)  # a planted link or another user's file is not resumed into
     incomplete = paths.incomplete(remote.etag)
     state_path = state_file(paths, remote.etag)
     state_dir = state_path.parent
