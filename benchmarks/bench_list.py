@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## modelmgr list vs hf cache ls"
 TARGETS = {0: 1 / 3, 1000: 1 / 5}  # modelmgr's time / hf's time must not exceed these
-SETTLE_SECONDS = 2.5  # longer than modelmgr.cache.scan.RACY_SECONDS
+SETTLE_SECONDS = 2.5  # longer than modelmgr.cache.scan_index.RACY_SECONDS
 BIN = Path(sys.executable).parent
 
 FILES = {

@@ -65,3 +65,7 @@ class BackendError(ModelmgrError):
 
 class UnsafeModel(ModelmgrError):
     """Loading would run remote code or unpickle weights without the user's consent."""
+
+
+class UnsafeCacheEntry(ModelmgrError):
+    """Something in the cache is not what modelmgr wrote there (a link, a FIFO, another user's file)."""

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 
+from modelmgr.project.names import SHA256, hash_kind
+
 
 def new_hasher(etag: str, size: int):
     """A hashlib object whose hexdigest() equals ``etag`` for the right content."""
-    if len(etag) == 64:
+    if hash_kind(etag) == SHA256:
         return hashlib.sha256()
     hasher = hashlib.sha1()
     hasher.update(b"blob %d\0" % size)  # git hashes a header before the content

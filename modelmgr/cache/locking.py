@@ -26,7 +26,9 @@ def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None, every: f
     """Hold ``path``'s lock. While another process holds it, ``on_wait`` is called at once and
     again every ``every`` seconds, so a waiting pull never looks hung."""
     make_dirs(path.parent)
-    fd = open_shared(path, os.O_RDWR | os.O_CREAT)
+    # Never through a link (a planted one would create a file outside the cache), and shared by a
+    # team, so another member's lock file is used as it is: nothing is ever written into it.
+    fd = open_shared(path, os.O_RDWR | os.O_CREAT, own=False)
     try:
         if fcntl is not None:
             try:
@@ -73,9 +75,10 @@ class try_lock:
         except ImportError:  # pragma: no cover - Windows
             return True
         try:
-            self.fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO planted under a lock's name would block a plain open forever.
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
-            return True  # no lock file: no pull has started on this blob since its folder was made
+            return True  # no lock file (or a link, which no pull locks): no pull is downloading this blob
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

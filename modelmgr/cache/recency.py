@@ -11,9 +11,9 @@ import os
 from pathlib import Path
 
 from modelmgr.fsutil import make_dirs, share_new
-from modelmgr.cache.layout import folder_name
+from modelmgr.cache.layout import LAST_USED, MODELMGR_DIR, folder_name
 
-STORE = Path(".modelmgr") / "last-used"
+STORE = Path(MODELMGR_DIR) / LAST_USED
 
 
 def _marker(cache_dir: Path, repo_id: str, repo_type: str = "model") -> Path:

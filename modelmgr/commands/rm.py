@@ -44,9 +44,9 @@ def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
 
     info = scan_cache(config.scan_dirs)
     plans = plan_removals(info, requests)
-    touched = tuple(str(plan.repo.path) for plan in plans)
+    touched = tuple(plan.repo.path for plan in plans)
     for warning in info.warnings:
-        if any(path in warning for path in touched):
+        if any(warning.about(path) for path in touched):
             click.echo(f"Warning: {warning}", err=True)
 
     total = sum(plan.freed_bytes for plan in plans)

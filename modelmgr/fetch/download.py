@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from modelmgr import errors
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.cache.locking import file_lock
+from modelmgr.cache.partials import claim_partial
 from modelmgr.cache.store import blob_present, commit_blob, discard, start_afresh
 from modelmgr.fetch.events import BytesReceived, EventSink, FileStarted, Notice
 from modelmgr.fetch.hub import HubClient, RemoteFile
@@ -96,6 +97,7 @@ class BlobDownload:
     # -- attempts --------------------------------------------------------------------------
     def _download(self) -> None:
         make_dirs(self.transfer.paths.blobs)
+        claim_partial(self.transfer.paths, self.remote.etag)  # a planted link or another user's file is not resumed into
         if self.keep_state:
             make_dirs(self.state_path.parent)
         for _ in range(MAX_RESTARTS + len(self.transfer.endpoints)):

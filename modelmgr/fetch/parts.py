@@ -123,7 +123,7 @@ class PartsProgress:
 
 
 def state_file(paths: RepoPaths, etag: str) -> Path:
-    return paths.root / ".modelmgr" / "partial" / f"{etag}.json"
+    return paths.partial_state(etag)
 
 
 def resumable_bytes(paths: RepoPaths, etag: str, size: int) -> int:

@@ -7,19 +7,20 @@ Every effective value remembers which layer it came from, for ``modelmgr config 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
-from modelmgr.project.refs import is_commit, validate_repo_id, validate_revision
+from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
+    PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
+)
+from modelmgr.project.refs import validate_repo_id, validate_revision
 from modelmgr.units import parse_size
 
 
 HUGGINGFACE_CO = "https://huggingface.co"
-PROJECT_FILE = "modelmgr.toml"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -107,7 +108,7 @@ def _as_bool(value: Any, key: str) -> bool:
 def _as_positive_int(value: Any, key: str) -> int:
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: inf in a TOML file
         number = 0
     if number < 1 or isinstance(value, bool):
         raise ConfigError(f"invalid value {value!r} for {key}: use a whole number of at least 1.")
@@ -139,6 +140,9 @@ def _as_str_list(value: Any, key: str) -> list[str]:
 
 
 def _as_size(value: Any, key: str) -> int:
+    # TOML's `true` is an int to Python, and a size of -5 means nothing: both are mistakes to name.
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, int) and value < 0:
+        raise ConfigError(f"invalid value {value!r} for {key}: use a size of 0 or more, for example 50G, 1.5GB or 500MiB.")
     try:
         return parse_size(value)
     except ConfigError as exc:
@@ -191,41 +195,20 @@ def default_hf_home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("HF_HOME") or os.path.join(xdg, "huggingface")).expanduser()
 
 
-def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[tuple[str, Path]]:
-    """The files consulted, lowest precedence first, whether or not they exist."""
+def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
+                 skipped: list[Path] | None = None) -> list[tuple[str, Path]]:
+    """The files consulted, lowest precedence first, whether or not they exist. Project files
+    another user owns are not consulted; ``skipped`` collects them."""
     import platformdirs  # ~10 ms; only needed when a config is actually loaded
 
     environ = os.environ if environ is None else environ
     files = [("system", Path(platformdirs.site_config_dir("modelmgr")) / "config.toml")]
     explicit = environ.get("MODELMGR_CONFIG")
     files.append(("user", Path(explicit).expanduser() if explicit else Path(platformdirs.user_config_dir("modelmgr")) / "config.toml"))
-    project = find_project_file(cwd or Path.cwd())
+    project = find_project_file(cwd or Path.cwd(), skipped=skipped)
     if project is not None:
         files.append(("project", project))
     return files
-
-
-def find_project_file(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / PROJECT_FILE
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_toml(path: Path) -> dict:
-    # Imported here: most runs have no config file at all and should not pay for the parser.
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}. Fix the file or set MODELMGR_CONFIG to another one.") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from None
 
 
 def _flatten(document: dict, path: Path, warnings: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -275,8 +258,12 @@ def load_config(
     models: dict[str, tuple[dict, str]] = {}
     warnings: list[str] = []
     consulted: list[Path] = []
+    skipped: list[Path] = []
+    untrusted_endpoints = None  # the project file that set hub.endpoints without being the user's own
 
-    for layer, path in config_files(cwd=cwd, environ=environ):
+    files = config_files(cwd=cwd, environ=environ, skipped=skipped)
+    warnings.extend(untrusted_warning(path) for path in skipped)
+    for layer, path in files:
         consulted.append(path)
         if not path.is_file():
             if layer == "user" and environ.get("MODELMGR_CONFIG"):
@@ -284,8 +271,11 @@ def load_config(
             continue
         flat, file_models = _flatten(read_toml(path), path, warnings)
         for key, value in flat.items():
-            values[key] = SCHEMA[key][0](value, f"{key} in {path}")
+            line = line_of_key(path, key)
+            values[key] = SCHEMA[key][0](value, f"{key} in {path}" + (f", line {line}" if line else ""))
             sources[key] = f"{layer} file {path}"
+            if key == "hub.endpoints":
+                untrusted_endpoints = None if layer != "project" or written_by_user(path) else path
         for name, table in file_models.items():
             models[name] = (table, f"{layer} file {path}")
 
@@ -319,12 +309,19 @@ def load_config(
     if values["hub.endpoint"]:
         endpoints.append(Endpoint(values["hub.endpoint"], values["hub.endpoint"], timeout))
     for table in values["hub.endpoints"]:
+        send_token = _as_bool(table.get("send_token", False), "hub.endpoints.send_token")
+        if send_token and untrusted_endpoints is not None:
+            # Where the token may go is decided only by files the user wrote: root's project file
+            # in a shared folder may choose mirrors, not receive the user's HF_TOKEN.
+            warnings.append(f"{untrusted_endpoints}: send_token ignored for {table['url']}: only a file you own may "
+                            "send your token to an endpoint. Set it in your own config.")
+            send_token = False
         endpoints.append(
             Endpoint(
                 url=_as_str(table["url"], "hub.endpoints.url"),
                 name=str(table.get("name") or table["url"]),
                 timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
-                send_token=_as_bool(table.get("send_token", False), "hub.endpoints.send_token"),
+                send_token=send_token,
             )
         )
     if not endpoints:
@@ -336,7 +333,7 @@ def load_config(
             raise ConfigError(f"invalid endpoint {endpoint.url!r}: it must start with http:// or https://.")
         unique.setdefault(endpoint.url, endpoint)
 
-    locked_commits = _locked_commits(cwd or Path.cwd())
+    locked_commits = _locked_commits(cwd or Path.cwd()) if models else {}
     aliases = {}
     for name, (table, where) in models.items():
         if "id" not in table:
@@ -354,10 +351,10 @@ def load_config(
             name=name,
             id=alias_id,
             revision=revision,
-            backend=table.get("backend"),
-            dtype=table.get("dtype"),
+            backend=_optional_str(table.get("backend"), f"models.{name}.backend"),
+            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype"),
             trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
-            locked_commit=locked if locked is not None and is_commit(locked) else None,
+            locked_commit=locked,
         )
         sources[f"models.{name}"] = where
 
@@ -379,17 +376,26 @@ def load_config(
     )
 
 
+def _optional_str(value: Any, key: str) -> str | None:
+    return None if value is None else _as_str(value, key)
+
+
 def _locked_commits(cwd: Path) -> dict[tuple[str, str, str], str]:
-    """(alias, id, revision) -> commit from the project's modelmgr.lock, if there is one."""
-    project = find_project_file(cwd)
-    lock = (project.parent if project else cwd) / "modelmgr.lock"
-    if not lock.is_file():
+    """(alias, id, revision) -> commit from the project's modelmgr.lock, if there is a valid one.
+
+    Parsed by lockfile.read_lock, the one reader of the format. A broken or foreign lock pins
+    nothing here: it matters only to the commands that use the lock (`lock --check`, `sync`),
+    which report it."""
+    from modelmgr.project.lockfile import read_lock
+
+    path = project_lock_path(cwd)
+    if not path.is_file():
         return {}
     try:
-        data = read_toml(lock)
-        return {(m["name"], m["id"], m["revision"]): m["commit"] for m in data.get("model", [])}
-    except (ConfigError, KeyError, TypeError):
-        return {}  # `modelmgr sync` reports a broken lock; plain commands just ignore it
+        lock = read_lock(path)
+    except ConfigError:
+        return {}
+    return {(m.name, m.id, m.revision): m.commit for m in lock.models}
 
 
 def _find_token(environ: Mapping[str, str]) -> str | None:

@@ -16,9 +16,11 @@ from modelmgr.project.names import is_commit
 DEFAULT_REVISION = "main"
 MAX_PART_LENGTH = 96
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Always used with fullmatch: ``re.match`` with ``$`` accepts a trailing newline, which would
+# become a folder named "tiny\n" in the cache.
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Branch and tag names as git allows them, minus what could escape a path.
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
 
 
 
@@ -60,7 +62,7 @@ def validate_repo_id(repo_id: str) -> str:
             raise bad(f"each part may have at most {MAX_PART_LENGTH} characters")
         if "--" in part or ".." in part:
             raise bad("'--' and '..' are not allowed")
-        if not _PART.match(part):
+        if not _PART.fullmatch(part):
             raise bad("use only letters, digits, '-', '_' and '.', starting with a letter or digit")
         if part.endswith((".", "-")) or part.endswith(".git"):
             raise bad("a part may not end with '.', '-' or '.git'")
@@ -71,7 +73,7 @@ def validate_revision(revision: str, *, repo_id: str = "") -> str:
     if is_commit(revision):
         return revision
     if (
-        not _REVISION.match(revision)
+        not _REVISION.fullmatch(revision)
         or ".." in revision
         or "//" in revision
         or revision.endswith(("/", ".lock", "."))
