@@ -108,13 +108,14 @@ def resolve_model(text: str | ModelRef, *, config: "Config", on_event: "EventSin
         ref, alias = text, None
     else:
         ref = parse_ref(text, aliases=config.aliases())
-        name = text.strip().partition("@")[0]
+        name = text.strip().partition("@")[0].partition(":")[0]
         alias = config.models.get(name) if not ref.is_local and "/" not in name else None
     if ref.is_local:
         return ResolvedModel(str(ref.local_path), ref, ref.local_path, None, None)
     from modelmgr.fetch.pull import ensure_snapshot
+    from modelmgr.run.memory import free_ram
 
-    snapshot = ensure_snapshot(ref, config, **({"on_event": on_event} if on_event else {}))
+    snapshot = ensure_snapshot(ref, config, free_memory=free_ram(), **({"on_event": on_event} if on_event else {}))
     return ResolvedModel(str(ref), ref, snapshot.path, snapshot.repo_id, snapshot.commit, alias)
 
 
