@@ -26,7 +26,8 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     """Show a model's architecture, size and context, and whether each backend can run it here.
 
     REF is org/name[@revision], an alias or a local folder; a model not in the cache is pulled
-    first. Reads only config.json and the safetensors headers: nothing is loaded.
+    first. Reads only config.json and the safetensors headers, or a GGUF file's header
+    (org/name:QUANT picks the quantization): nothing is loaded.
     """
     from modelmgr.run.api import LoadOptions
     from modelmgr.run.choose import assess
@@ -41,8 +42,8 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     )
     with pull_progress(not as_json) as on_event:
         model = resolve_model(ref, config=config, on_event=on_event)
-    info = read_model_info(model.path)
-    options = LoadOptions(dtype=config.dtype, max_memory=config.max_memory, context_length=context_length)
+    info = read_model_info(model.path, quant=model.ref.quant)
+    options = LoadOptions(dtype=config.dtype, max_memory=config.max_memory, context_length=context_length, quant=model.ref.quant)
     registry = get_registry()
     fits = [assess(backend, info, options) for backend in registry.backends.values()]
     context = info.default_context(context_length)
@@ -76,6 +77,10 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     ]
     if info.quantization:
         fields.append(("Quantization", info.quantization))
+    if info.weight_format == "gguf":
+        fields.append(("Format", "GGUF"))
+        fields.append(("Tokenizer", info.tokenizer_model or "unknown"))
+        fields.append(("Chat template", "yes (from the GGUF header)" if info.chat_template else "none: prompts go in as plain text"))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name.ljust(width)}  {value}")
