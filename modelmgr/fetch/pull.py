@@ -156,7 +156,7 @@ def pull(
     snapshot = Snapshot(plan.repo_id, plan.commit, plan.revision, paths.snapshot(plan.commit), repo_type)
     if dry_run:
         return PullResult(plan, snapshot, dry_run=True)
-    if plan.note:
+    if plan.note and ref.quant is None:  # the rule chose: say which, and how to choose another
         on_event(Notice(plan.note))
 
     if config.max_cache_size is not None and plan.fetch_bytes:

@@ -169,6 +169,8 @@ def select_backend(
         installed = ", ".join(registry.names()) or "none"
         hint = " For GGUF files, install the llama.cpp backend: pip install 'modelmgr[gguf]' plugins/llamacpp (the modelmgr-llamacpp plugin)." if info.weight_format == "gguf" else ""
         raise BackendError(f"{label} has {info.weight_format} weights, and no installed backend loads them (installed: {installed}).{hint}")
+    if foreign and len(candidates) == 1:
+        registry.backends[candidates[0]].resolve_dtype(info, options)  # an unsupported --dtype says so plainly
     for name in candidates:
         backend = registry.backends[name]
         fit = assess(backend, info, options)
