@@ -15,6 +15,13 @@ def _count(number: int) -> str:
     return str(number)
 
 
+def _native(backend, info) -> bool:
+    try:
+        return bool(backend.runs_natively(info))
+    except Exception:  # noqa: BLE001 - a plugin's bug means "no", the safe answer
+        return False
+
+
 @click.command()
 @click.argument("ref")
 @click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Estimate for this compute dtype (default: each backend's).")
@@ -61,6 +68,9 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
 
     revision = f" @ {model.commit}" if model.commit else ""
     remote = "yes: config.json has auto_map; running it needs --trust-remote-code at a pinned commit" if info.has_remote_code else "no"
+    if info.has_remote_code and any(_native(backend, info) for backend in registry.backends.values()):
+        remote = (f"yes: config.json has auto_map, but the built-in {info.model_type} implementation loads it without "
+                  "running that code (--trust-remote-code at a pinned commit runs the repo's instead)")
     weights = f"{len(info.weight_files)} {info.weight_format or 'none'} file{'s' if len(info.weight_files) != 1 else ''}, {format_size(info.weights_size)}"
     if info.weight_format == "pickle":
         weights += " (pickle: needs --allow-pickle)"

@@ -41,7 +41,7 @@ def check_load_safety(
                 f"{label} ships its own Python code (config.json has auto_map) and loading it would run that code. "
                 f"If you trust it, {how}."
             )
-        if repo_id and options.commit is None:
+        elif repo_id and options.commit is None:
             # A branch or tag can move to new code after it was reviewed: only a commit is what you read.
             raise UnsafeModel(
                 f"refusing to run remote code from {label}, which names a branch or tag that can change. "
