@@ -7,7 +7,7 @@ with the tiny test model's tokenizer and chat template. Its F16 GGUF is written 
 modelmgr.testing's converter (the one whose greedy output the tests check against transformers);
 Q8_0 and Q4_0 are made from the F16 by llama.cpp's own quantizer (llama_model_quantize), as a
 user's would be. Each configuration runs in a fresh process: load, one short warm-up reply, then
-one measured greedy reply of max_new_tokens; decode tokens/s excludes the first token, which
+three measured greedy replies of max_new_tokens (the best is shown); decode tokens/s excludes the first token, which
 is time to first token (the prompt's processing).
 """
 from __future__ import annotations
