@@ -16,21 +16,25 @@ from modelmgr.commands._common import echo_json, get_config, pull_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pull_options
 def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoints, offline):
-    """Download a model (org/name[@revision]) into the cache.
+    """Download a model (org/name[:QUANT][@revision]) into the cache.
 
     \b
     Fetches what from_pretrained needs: config, tokenizer, chat template and one copy
-    of the weights (safetensors when present). Interrupted pulls resume; every file is
-    verified against its hash before it appears in the cache.
+    of the weights (safetensors when present). From a GGUF repo, one quantization:
+    org/name:Q4_K_M names it; without a tag, Q4_K_M when present, else the nearest
+    that fits the memory here, else the smallest (--dry-run says which and why).
+    Interrupted pulls resume; every file is verified against its hash before it
+    appears in the cache.
     """
     from modelmgr.fetch.pull import pull as run_pull
+    from modelmgr.run.memory import free_ram
     from modelmgr.units import format_size
     from modelmgr.commands._progress import pull_progress
 
     config = get_config(flags={"hub.offline": offline, "hub.connections": connections}, endpoints=endpoints)
     with pull_progress(not as_json, only_downloads=False) as on_event:
         result = run_pull(ref, config=config, include=include, exclude=exclude, all_files=all_files,
-                          dry_run=dry_run, on_event=on_event)
+                          dry_run=dry_run, on_event=on_event, free_memory=free_ram())
 
     plan = result.plan
     if as_json:
@@ -46,6 +50,7 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
             "files": [
                 {"path": f.path, "size": f.size, "etag": f.etag, "cached": f.cached} for f in (plan.files if plan else ())
             ],
+            "note": plan.note if plan else None,
             "fetch_bytes": plan.fetch_bytes if plan else 0,
             "total_bytes": plan.total_bytes if plan else 0,
         })
@@ -57,6 +62,8 @@ def pull(ref, include, exclude, all_files, connections, dry_run, as_json, endpoi
         return
     if result.dry_run:
         click.echo(f"{snap.repo_id}@{plan.revision} -> commit {plan.commit[:8]} on {plan.endpoint}")
+        if plan.note:
+            click.echo(f"  {plan.note}")
         width = max(len(f.path) for f in plan.files)
         for f in plan.files:
             state = "cached" if f.cached else (f"partial {format_size(f.partial_bytes)}" if f.partial_bytes else "")

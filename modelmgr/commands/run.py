@@ -51,7 +51,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     """Run a model: answer PROMPT, read the prompt from stdin, or chat.
 
     \b
-    REF is org/name, org/name@revision, an alias from the config, or a local folder.
+    REF is org/name, org/name@revision, org/name:QUANT (a GGUF quantization, e.g.
+    org/name:Q4_K_M, run on llama.cpp), an alias from the config, or a local folder.
     The model is pulled first when it is not cached. With no PROMPT and a terminal,
     an interactive chat starts (/clear forgets, /bye or Ctrl-D exits).
     \b
@@ -85,6 +86,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     fit = plan.selection.fit
     needs = f", needs ~{format_size(fit.needed)}" if fit.needed is not None else ""
     free = f" of {format_size(fit.free)} {'allowed' if fit.capped else 'free'}" if fit.needed is not None and fit.free is not None else ""
+    for notice in plan.notices:
+        status(notice)
     status(f"Loading {plan.label} on {plan.backend.name} ({plan.selection.dtype}){needs}{free} ...")
     loaded = plan.load()
     status(f"Loaded in {loaded.load_seconds:.1f} s on {loaded.device} ({loaded.dtype}).")
@@ -106,6 +109,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
             "backend": loaded.backend_name,
             "device": loaded.device,
             "dtype": loaded.dtype,
+            "format": plan.info.weight_format,
+            "quantization": plan.info.quantization,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
             "load_seconds": round(loaded.load_seconds, 3),
@@ -116,6 +121,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     reply = complete(plan.backend, loaded, messages, settings, on_text=lambda text: click.echo(text, nl=False))
     if not reply.text.endswith("\n"):
         click.echo()
+    if reply.tokens_per_second is not None:
+        status(f"{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s on {loaded.backend_name} ({loaded.device}, {loaded.dtype}).")
 
 
 def _enable_line_editing() -> None:

@@ -36,6 +36,7 @@ class LoadOptions:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     commit: str | None = None  # the 40-hex commit the user pinned; None for a branch, a tag or a local folder
+    quant: str | None = None  # the GGUF quantization the reference names (org/name:Q4_K_M); None: the folder's only or default one
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -88,6 +89,9 @@ class Backend:
     name: str = ""
     description: str = ""
     dtypes: tuple[str, ...] = ("float32",)  # compute dtypes it accepts; the first is its default
+    # ModelInfo.weight_format values it loads; automatic choice only offers it models in these.
+    # None: any (a backend that reads no weights, like the example's echo).
+    weight_formats: tuple[str, ...] | None = ("safetensors", "pickle")
 
     def available(self) -> Availability:
         """Whether this backend can run here. Must be cheap: `modelmgr backends` asks every one."""
@@ -111,6 +115,12 @@ class Backend:
     def estimate(self, info: ModelInfo, options: LoadOptions) -> int:
         """Bytes this backend needs to load ``info`` and generate with it."""
         return estimate_memory(info, dtype=self.resolve_dtype(info, options), context_length=options.context_length).total
+
+    def runs_natively(self, info: ModelInfo) -> bool:
+        """Whether it can load a model whose config.json has an auto_map without running the
+        repository's code (transformers implements its model_type). False: such a model needs
+        --trust-remote-code."""
+        return False
 
     def free_memory(self) -> int | None:
         """Bytes of the memory this backend would use that are free now; None if unknown."""

@@ -9,6 +9,7 @@ import pytest
 
 from modelmgr.testing import TINY_MODEL_ID
 from modelmgr.testing.server import LocalHub
+from modelmgr.testing.tinygguf import TINY_GGUF_ID, tiny_gguf_files
 from modelmgr.testing.tinymodel import tiny_model_files
 
 
@@ -29,6 +30,24 @@ def local_hub(tiny_model_dir: Path) -> Iterator[LocalHub]:
     """A started LocalHub serving the tiny model as TINY_MODEL_ID at main."""
     hub = LocalHub()
     hub.add_repo(TINY_MODEL_ID, tiny_model_dir)
+    hub.start()
+    try:
+        yield hub
+    finally:
+        _stop_and_check(hub)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_dir() -> Path:
+    """The tiny model as a GGUF repo folder (F16, Q8_0, Q4_0), built once per session. Read-only."""
+    return tiny_gguf_files()
+
+
+@pytest.fixture
+def gguf_hub(tiny_gguf_dir: Path) -> Iterator[LocalHub]:
+    """A started LocalHub serving the tiny GGUF repo (several quantizations) as TINY_GGUF_ID."""
+    hub = LocalHub()
+    hub.add_repo(TINY_GGUF_ID, tiny_gguf_dir)
     hub.start()
     try:
         yield hub

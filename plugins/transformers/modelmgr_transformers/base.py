@@ -91,6 +91,15 @@ class TransformersBackend(Backend):
         dtype = self.resolve_dtype(info, options)
         return estimate_memory(info, dtype=dtype, context_length=options.context_length, runtime_bytes=self.runtime_bytes).total
 
+    def runs_natively(self, info: ModelInfo) -> bool:
+        """transformers has its own class for this model_type (Phi-3, Qwen2...): with
+        trust_remote_code=False, from_pretrained uses it and imports nothing the repo ships."""
+        if not info.model_type or not self.available():
+            return False
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return info.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     def model_kwargs(self, info: ModelInfo, options: LoadOptions) -> dict[str, Any]:
         """from_pretrained arguments that place the model: dtype, device_map, quantization."""
         raise NotImplementedError
