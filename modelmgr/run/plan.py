@@ -135,6 +135,7 @@ def plan_load(
     allow_pickle: bool = False,
     context_length: int | None = None,
     max_memory: int | None = None,
+    max_batch: int = 1,
     on_event: "EventSink | None" = None,
 ) -> LoadPlan:
     """Resolve a reference (pulling it when needed), read the model, check it is safe to load,
@@ -149,6 +150,7 @@ def plan_load(
         trust_remote_code=bool(trust_remote_code or (alias and alias.trust_remote_code)),
         allow_pickle=allow_pickle,
         commit=model.ref.revision if model.ref.revision and is_commit(model.ref.revision) else None,
+        max_batch=max_batch,
     )
     info = read_model_info(model.path)
     check_load_safety(info, options, label=model.label, repo_id=model.repo_id, commit=model.commit)
