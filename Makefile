@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml plugins/example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[run,int8,test]" -e plugins/example
+	$(PY) -m pip install -q -e ".[run,int8,serve,test]" -e plugins/example
 	touch $@
 
 demo: $(VENV)/.installed
@@ -42,6 +42,9 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/bench_list.py
 	$(PY) benchmarks/bench_pull.py
 	$(PY) benchmarks/bench_run.py
+	# transformers serve, the baseline of bench_serve, needs fastapi and pydantic besides the serve extra.
+	$(PY) -m pip install -q fastapi
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) $(OLAH_VENV) .pytest_cache

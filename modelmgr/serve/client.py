@@ -157,9 +157,10 @@ class RemoteBackend(Backend):
     def loaded(self) -> LoadedModel:
         return LoadedModel(model=None, tokenizer=None, backend_name="server", device=self.client.address.client_url, dtype="")
 
-    def describe(self) -> dict[str, Any] | None:
-        """The server's ps line for this model, once it is loaded."""
+    def served(self) -> LoadedModel:
+        """How the server loaded the model (from its ps line), once it has."""
         for entry in self.client.ps():
             if self.model in (entry.get("name"), entry.get("model")):
-                return entry
-        return None
+                return LoadedModel(model=None, tokenizer=None, backend_name=entry["backend"], device=entry["device"],
+                                   dtype=entry["dtype"], load_seconds=entry.get("load_seconds", 0.0), max_batch=entry.get("max_batch", 1))
+        return self.loaded()
