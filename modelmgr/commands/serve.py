@@ -14,9 +14,10 @@ from modelmgr.serve.settings import DEFAULT_PORT, KEY_VARIABLE
 @click.option("--keep-alive", default=None, metavar="DURATION", help="Keep a model loaded this long after its last request: 30s, 5m, 1h, 0, -1 forever (default 5m).")
 @click.option("--max-loaded", type=click.IntRange(min=1), default=None, metavar="N", help="Most models loaded at once (default: as many as fit).")
 @click.option("--max-memory", default=None, metavar="SIZE", help="Memory budget for all loaded models together, e.g. 16G (default: what is free).")
+@click.option("--parallel", type=click.IntRange(min=1), default=None, metavar="N", help="Requests run at once per model, batched where the backend can (default 8).")
 @click.option("--trust-remote-code", is_flag=True, help="Let requests load models that ship their own Python code (pinned commits only).")
 @click.option("--allow-pickle", is_flag=True, help="Let requests load models with pickle (.bin) weights, which can run code.")
-def serve(host, port, api_key, keep_alive, max_loaded, max_memory, trust_remote_code, allow_pickle):
+def serve(host, port, api_key, keep_alive, max_loaded, max_memory, parallel, trust_remote_code, allow_pickle):
     """Serve cached models over the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models).
 
     \b
@@ -35,7 +36,7 @@ def serve(host, port, api_key, keep_alive, max_loaded, max_memory, trust_remote_
 
     config = get_config()
     settings = resolve_settings(
-        config, host=host, port=port, api_key=api_key, keep_alive=keep_alive, max_loaded=max_loaded,
+        config, host=host, port=port, api_key=api_key, keep_alive=keep_alive, max_loaded=max_loaded, parallel=parallel,
         max_memory=parse_size(max_memory) if max_memory else None, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
     )
     check_exposure(settings)  # before binding or importing anything of the server
