@@ -219,7 +219,8 @@ class BatchEngine:
         settings = seq.settings
         if settings.greedy:
             return int(torch.argmax(logits))
-        scores = logits.float() / settings.temperature
+        # On the CPU, where each request's seeded Generator lives (a vocabulary's worth of numbers).
+        scores = logits.float().cpu() / settings.temperature
         if self.top_k:
             kth = torch.topk(scores, min(int(self.top_k), scores.shape[-1])).values[-1]
             scores = scores.masked_fill(scores < kth, float("-inf"))
