@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml plugins/example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[run,int8,test]" -e plugins/example
+	$(PY) -m pip install -q -e ".[run,int8,serve,test]" -e plugins/example
 	touch $@
 
 # The GGUF backend (plugins/llamacpp) and its runtime, apart from the base install so that
@@ -54,6 +54,9 @@ bench: $(VENV)/.gguf-installed
 	$(PY) benchmarks/bench_list.py
 	$(PY) benchmarks/bench_pull.py
 	$(PY) benchmarks/bench_run.py
+	# transformers serve, the baseline of bench_serve, needs fastapi and pydantic besides the serve extra.
+	$(PY) -m pip install -q fastapi
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) $(OLAH_VENV) .pytest_cache

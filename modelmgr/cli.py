@@ -28,6 +28,9 @@ BUILTIN_COMMANDS = {
     "config": "config:config",
     "lock": "lock:lock",
     "sync": "lock:sync",
+    "serve": "serve:serve",
+    "ps": "ps:ps",
+    "stop": "stop:stop",
 }
 
 

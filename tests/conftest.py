@@ -23,6 +23,9 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     monkeypatch.chdir(work)
     for name in [n for n in os.environ if n.startswith("MODELMGR_") and n != "MODELMGR_CONFIG"]:
         monkeypatch.delenv(name, raising=False)
+    # `run`, `ps` and `stop` look for a server at MODELMGR_HOST, by default 127.0.0.1:11435, where
+    # someone's real server may be running: port 1 has nothing listening.
+    monkeypatch.setenv("MODELMGR_HOST", "127.0.0.1:1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     # The legacy spellings too: huggingface_hub still reads them as fallbacks.

@@ -45,9 +45,10 @@ def model_options(function):
 @click.option("--seed", type=int, default=None, help="Seed for sampling, to repeat a reply.")
 @click.option("--system", default=None, metavar="TEXT", help="System prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reply and timings as JSON instead of streaming.")
+@click.option("--no-server", is_flag=True, help="Load the model in this process even when a server runs at MODELMGR_HOST.")
 @pull_options
 def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_code, allow_pickle, max_new_tokens,
-        temperature, top_p, seed, system, as_json, endpoints, offline):
+        temperature, top_p, seed, system, as_json, no_server, endpoints, offline):
     """Run a model: answer PROMPT, read the prompt from stdin, or chat.
 
     \b
@@ -78,6 +79,18 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     if interactive and as_json:
         raise click.UsageError("--json needs a PROMPT (or text on stdin); it does not apply to an interactive chat.")
 
+    # A running server has the model warm; flags that choose how to load it are for this process.
+    load_flags = (backend, dtype, max_memory, context_length, trust_remote_code or None, allow_pickle or None)
+    if not no_server and all(flag is None for flag in load_flags):
+        from modelmgr.commands._remote import server_backend
+
+        remote = server_backend(config, ref)
+        if remote is not None:
+            status(f"Using the server at {remote.client.address.client_url} (--no-server to load here).")
+            _reply(remote, remote.loaded(), ref, None, prompt, interactive, as_json,
+                   GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed), system)
+            return
+
     with pull_progress(not as_json) as on_event:
         plan = plan_load(
             ref, config=config, backend=backend, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -93,7 +106,13 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     status(f"Loaded in {loaded.load_seconds:.1f} s on {loaded.device} ({loaded.dtype}).")
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    session = ChatSession(plan.backend, loaded, settings, system=system)
+    _reply(plan.backend, loaded, plan.label, plan.commit, prompt, interactive, as_json, settings, system)
+
+
+def _reply(backend, loaded, label, commit, prompt, interactive, as_json, settings, system) -> None:
+    from modelmgr.run.chat import ChatSession, chat_loop, complete
+
+    session = ChatSession(backend, loaded, settings, system=system)
     if interactive:
         _enable_line_editing()
         chat_loop(session, read_line=lambda: input(">>> "), write=lambda text: click.echo(text, nl=False), notify=status)
@@ -101,10 +120,12 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
 
     messages = session.messages(prompt.strip())
     if as_json:
-        reply = complete(plan.backend, loaded, messages, settings)
+        reply = complete(backend, loaded, messages, settings)
+        if hasattr(backend, "served"):  # on a server: what it loaded the model with
+            loaded = backend.served()
         echo_json({
-            "model": plan.label,
-            "commit": plan.commit,
+            "model": label,
+            "commit": commit,
             "reply": reply.text,
             "backend": loaded.backend_name,
             "device": loaded.device,
@@ -118,7 +139,7 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
             "tokens_per_second": None if reply.tokens_per_second is None else round(reply.tokens_per_second, 2),
         })
         return
-    reply = complete(plan.backend, loaded, messages, settings, on_text=lambda text: click.echo(text, nl=False))
+    reply = complete(backend, loaded, messages, settings, on_text=lambda text: click.echo(text, nl=False))
     if not reply.text.endswith("\n"):
         click.echo()
     if reply.tokens_per_second is not None:

@@ -60,6 +60,7 @@ class Config:
     max_memory: int | None = None
     disabled_plugins: tuple[str, ...] = ()
     models: Mapping[str, ModelAlias] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the serve.* keys, prefix dropped
     token: str | None = field(default=None, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, repr=False)
     files: tuple[Path, ...] = ()
@@ -169,6 +170,18 @@ SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "run.dtype": (_as_str, "auto", "auto, float32, bfloat16 or float16"),
     "run.max_memory": (_as_size, None, "cap on the memory a model may take, for backend selection"),
     "plugins.disabled": (_as_str_list, [], "plugins not to load, by entry-point name"),
+    # `modelmgr serve`; modelmgr/serve/settings.py gives them meaning (MODELMGR_HOST beats host and port).
+    "serve.host": (_as_str, None, "address serve listens on (default 127.0.0.1; others need an api_key)"),
+    "serve.port": (_as_positive_int, None, "port serve listens on (default 11435)"),
+    "serve.api_key": (_as_str, None, "key clients must send as Authorization: Bearer KEY (MODELMGR_API_KEY)"),
+    "serve.keep_alive": (_as_str, "5m", "how long a model stays loaded after its last request: 30s, 5m, 1h, 0, -1 (forever)"),
+    "serve.max_loaded": (_as_positive_int, None, "most models loaded at once (default: as many as the budget holds)"),
+    "serve.max_memory": (_as_size, None, "memory budget for all loaded models together (default: run.max_memory, else free memory)"),
+    "serve.parallel": (_as_positive_int, 8, "generations run at once per model (batched where the backend can)"),
+    "serve.max_queue": (_as_positive_int, 64, "requests waiting per model before 429"),
+    "serve.pull": (_as_bool, False, "pull a model a request names that is not cached, instead of answering 404"),
+    "serve.preload": (_as_str_list, [], "models (IDs or aliases) to load at start"),
+    "serve.cors_origins": (_as_str_list, [], "origins browsers may call the server from (default: none)"),
 }
 
 # Environment variables and the key each sets. Ordered lowest precedence first.
@@ -185,6 +198,7 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("MODELMGR_BACKEND", "run.backend", str),
     ("MODELMGR_MAX_MEMORY", "run.max_memory", str),
     ("MODELMGR_CACHE_MAX_SIZE", "cache.max_size", str),
+    ("MODELMGR_API_KEY", "serve.api_key", str),
 )
 
 MODEL_KEYS = {"id", "revision", "backend", "dtype", "trust_remote_code"}
@@ -369,6 +383,7 @@ def load_config(
         max_memory=values["run.max_memory"],
         disabled_plugins=tuple(values["plugins.disabled"]),
         models=MappingProxyType(aliases),
+        serve=MappingProxyType({key[6:]: value for key, value in values.items() if key.startswith("serve.")}),
         token=_find_token(environ),
         sources=MappingProxyType(sources),
         files=tuple(consulted),

@@ -37,6 +37,9 @@ class LoadOptions:
     allow_pickle: bool = False
     commit: str | None = None  # the 40-hex commit the user pinned; None for a branch, a tag or a local folder
     quant: str | None = None  # the GGUF quantization the reference names (org/name:Q4_K_M); None: the folder's only or default one
+    # Generations the caller means to run at once on this model (a server's clients); a backend
+    # that can batch them prepares for up to this many and says how many in LoadedModel.max_batch.
+    max_batch: int = 1
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -51,6 +54,9 @@ class LoadedModel:
     device: str
     dtype: str
     load_seconds: float = 0.0
+    # How many generate() calls may be in progress at once on this model, from any threads; a
+    # server queues the rest. 1 (the default): one at a time.
+    max_batch: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,3 +138,12 @@ class Backend:
     def generate(self, loaded: LoadedModel, messages: Sequence[Message], settings: GenerationSettings) -> Generation:
         """Start a reply to ``messages`` (apply the chat template if the model has one)."""
         raise NotImplementedError(f"backend {self.name!r} does not implement generate()")
+
+    def generate_text(self, loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> Generation:
+        """Continue ``prompt`` as raw text, without a chat template (the server's /v1/completions).
+        The default sends it as one user turn, for backends that only chat."""
+        return self.generate(loaded, [{"role": "user", "content": prompt}], settings)
+
+    def unload(self, loaded: LoadedModel) -> None:
+        """Release what ``load`` started (threads, device memory) before ``loaded`` is dropped.
+        The default has nothing to release: dropping the last reference frees the model."""

@@ -148,6 +148,7 @@ def plan_load(
     allow_pickle: bool = False,
     context_length: int | None = None,
     max_memory: int | None = None,
+    max_batch: int = 1,
     on_event: "EventSink | None" = None,
 ) -> LoadPlan:
     """Resolve a reference (pulling it when needed), read the model, check it is safe to load,
@@ -163,6 +164,7 @@ def plan_load(
         allow_pickle=allow_pickle,
         commit=model.ref.revision if model.ref.revision and is_commit(model.ref.revision) else None,
         quant=model.ref.quant,
+        max_batch=max_batch,
     )
     info = read_model_info(model.path, quant=model.ref.quant)
     requested = _pick(backend, alias.backend if alias else None, config.backend)
