@@ -25,7 +25,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "modelmgr"
 PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
 LAYERS = ["base", "project", "cache", "fetch", "run", "serve", "commands", "cli", "testing"]
 BASE_MODULES = {"modelmgr.errors", "modelmgr.units", "modelmgr.fsutil", "modelmgr._version"}
-SHARED_COMMAND_HELPERS = {"modelmgr.commands._common", "modelmgr.commands._progress"}
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +91,11 @@ ALL_MODULES = set(SOURCES)
 GRAPH = {module: imports_of(path, module) for module, path in SOURCES.items()}
 
 
+def _is_command_helper(module: str) -> bool:
+    """commands/_common.py, _progress.py and the like: shared by commands, none of them a command."""
+    return module == "modelmgr.commands" or module.rpartition(".")[2].startswith("_")
+
+
 def upward_imports(graph: dict[str, list[tuple[str, int]]]) -> list[str]:
     problems = []
     for module, imported in graph.items():
@@ -109,8 +113,7 @@ def upward_imports(graph: dict[str, list[tuple[str, int]]]) -> list[str]:
             there = layer_of(target)
             if there is not None and LAYERS.index(there) > LAYERS.index(here):
                 problems.append(f"{module}:{line} ({here}) imports {target} ({there}), a higher layer")
-            if (here == there == "commands" and target not in SHARED_COMMAND_HELPERS
-                    and module not in SHARED_COMMAND_HELPERS and target != "modelmgr.commands"):
+            if here == there == "commands" and not _is_command_helper(target) and not _is_command_helper(module):
                 problems.append(f"{module}:{line} imports the command module {target}; share helpers through _common")
     return problems
 
