@@ -11,7 +11,7 @@ rounds of wall time, MB/s (decimal, of all bytes
 fetched), CPU seconds (user + system, from ``getrusage(RUSAGE_CHILDREN)`` deltas around the
 subprocess) and peak RSS (``ru_maxrss`` of that child, from ``wait4``; the children are started
 by a small launcher process, whose own RSS a child would otherwise inherit as its starting peak). curl fetches only the
-shards, four processes at once, each writing its own file: its CPU and RSS are the sums.
+shards, one process per shard at once, each writing its own file: its CPU and RSS are the sums.
 
 The LocalHub serves from this process (``sendfile`` uncapped; a Python loop when capped), so its
 CPU is not in any tool's figures but competes with them on a small machine.
@@ -229,6 +229,10 @@ def versions() -> str:
             f"huggingface_hub {metadata.version('huggingface_hub')}, curl {curl}")
 
 
+def _count(n: int) -> str:
+    return {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}.get(n, str(n))
+
+
 def render(results: list[dict], args, sizes: list[int], total: int, command: str) -> str:
     from modelmgr.fetch.parts import MIN_PART, SPREAD_PART
 
@@ -250,11 +254,11 @@ def render(results: list[dict], args, sizes: list[int], total: int, command: str
         f"modelmgr: `python -m modelmgr pull --connections {args.connections}` (sha256 verified while streaming, "
         "disk writeback started behind the download and every blob fsynced before its rename). "
         "snapshot_download: `max_workers=8`, HF_HUB_DISABLE_XET=1, "
-        "progress bars off (it checks sizes, not hashes). curl: four `curl -o` processes at once, one per "
+        f"progress bars off (it checks sizes, not hashes). curl: {_count(files)} `curl -o` processes at once, one per "
         "shard (the small files skipped): the ceiling of plain HTTP on this machine.",
         "",
         "CPU = user + system seconds of the tool's process(es), from `getrusage(RUSAGE_CHILDREN)` deltas; "
-        "peak RSS = `ru_maxrss` of that process (summed over the four curls), each started from a small "
+        f"peak RSS = `ru_maxrss` of that process (summed over the {_count(files)} curls), each started from a small "
         "launcher process so that none inherits the benchmark's own RSS as its high-water mark. The LocalHub's own CPU "
         "(sendfile when uncapped, a Python loop when capped) is spent in the benchmark process and is in "
         "no row, but it competes for the same cores.",

@@ -56,11 +56,15 @@ class EndpointFailure(Exception):
 
 
 class DefinitiveAnswer(Exception):
-    """An endpoint answered clearly that the thing does not exist (or is not allowed)."""
+    """An endpoint answered clearly that the thing does not exist (or is not allowed).
 
-    def __init__(self, error: errors.HubError):
+    ``status`` is the HTTP status it came with, when a caller needs to tell "no such repo" from
+    "not for you" (a mirror without the token may refuse what the next endpoint serves)."""
+
+    def __init__(self, error: errors.HubError, *, status: int | None = None):
         super().__init__(str(error))
         self.error = error
+        self.status = status
 
 
 class RangeIgnored(Exception):
@@ -195,6 +199,7 @@ def fall_back(
     *,
     ranking: Ranking,
     on_leave: Callable[[Endpoint, str], None],
+    on_answer: Callable[[Endpoint, DefinitiveAnswer], None] = lambda endpoint, answer: None,
     delivered: Callable[[], int] = lambda: 0,
     pause: Callable[[float], object] = time.sleep,
     check_stop: Callable[[], None] = lambda: None,
@@ -205,7 +210,8 @@ def fall_back(
     ``delivered`` counts what attempts have achieved so far (the bytes of a range): an attempt
     that broke after delivering ``PROGRESS_CREDIT`` or more does not count as a failed try.
     ``on_leave`` hears of every endpoint given up on for a failure of its own (not for a
-    definitive answer). ``RangeIgnored`` and anything unexpected pass through to the caller.
+    definitive answer, which ``on_answer`` hears of). ``RangeIgnored`` and anything unexpected
+    pass through to the caller.
     """
     failures: list[Failure] = []
     for endpoint in endpoints:
@@ -217,6 +223,7 @@ def fall_back(
                 return attempt(endpoint), endpoint
             except DefinitiveAnswer as answer:
                 failures.append(Failure(endpoint, str(answer.error), answer.error))
+                on_answer(endpoint, answer)
                 break
             except errors.UnsafeServerResponse as refused:
                 # A hostile or broken listing refuses this endpoint's answer, not the model:
