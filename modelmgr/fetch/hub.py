@@ -116,7 +116,7 @@ class HubClient:
                 "offline mode is on (HF_HUB_OFFLINE or --offline) and this needs the network: "
                 "pull the model while online, or unset HF_HUB_OFFLINE.")
         self.endpoints = config.endpoints
-        self.transport = Transport(token=config.token)
+        self.transport = Transport.for_config(config)
         self._warn = on_warning or (lambda message: log.warning(message))
         # Endpoints given up on during this pull, tried last from then on: a mirror that timed
         # out on the revision would otherwise cost its full timeout (twice) again for the tree
