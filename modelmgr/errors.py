@@ -65,3 +65,11 @@ class BackendError(ModelmgrError):
 
 class UnsafeModel(ModelmgrError):
     """Loading would run remote code or unpickle weights without the user's consent."""
+
+
+class TokenRejected(HubError):
+    """The server refused the token itself: invalid, expired or revoked."""
+
+
+class TokenNotSent(HubError):
+    """The server wanted a token the user has, but the endpoint is not allowed to receive it."""

@@ -458,6 +458,7 @@ def _endpoint_order(transfer: Transfer, excluded: set[str]) -> list[Endpoint]:
 
 def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) -> None:
     reasons: list[str] = []
+    refusals: list[errors.HubError] = []  # answers such as "gated": a rerun would not change them
     for endpoint in _endpoint_order(transfer, excluded):
         attempts = 0
         while attempts < ATTEMPTS_PER_ENDPOINT and not part.complete:
@@ -487,11 +488,16 @@ def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) ->
                         transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({failure.reason}); trying the next endpoint"))
             except DefinitiveAnswer as answer:
                 reasons.append(f"{endpoint.name}: {answer.error}")
+                refusals.append(answer.error)
+                if answer.status in (401, 403) and len(transfer.endpoints) > 1:
+                    transfer.emit(Notice(f"{remote.path}: {endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint"))
                 break
         if part.complete:
             return
     if part.complete:
         return
+    if refusals and len(refusals) == len(reasons):
+        raise refusals[0]
     detail = "; ".join(reasons) or "every endpoint was excluded after a failed verification"
     raise errors.HubError(
         f"could not download {remote.path} from any endpoint ({detail}). What was fetched is kept: "

@@ -20,6 +20,7 @@ from modelmgr import errors
 from modelmgr.project.config import Config, Endpoint
 from modelmgr.project.names import check_commit, check_etag, check_remote_path, check_size
 from modelmgr.fetch.transport import EndpointFailure, Response, Transport
+from modelmgr.fetch.auth import classify as classify_access
 
 log = logging.getLogger("modelmgr.fetch.hub")
 T = TypeVar("T")
@@ -39,9 +40,10 @@ class RemoteFile:
 class DefinitiveAnswer(Exception):
     """An endpoint answered clearly that the thing does not exist (or is not allowed)."""
 
-    def __init__(self, error: errors.HubError):
+    def __init__(self, error: errors.HubError, *, status: int | None = None):
         super().__init__(str(error))
         self.error = error
+        self.status = status
 
 
 def _api_prefix(repo_type: str) -> str:
@@ -69,12 +71,14 @@ def _retry_after(response: Response) -> float | None:
     return max(0.0, seconds)
 
 
-def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint) -> None:
+def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint,
+                     repo_type: str = "model") -> None:
     """Turn an error status into EndpointFailure (try elsewhere) or DefinitiveAnswer (it is not there)."""
     status = response.status
     if status < 400:
         return
     code = response.header("X-Error-Code") or ""
+    message = response.headers.get("X-Error-Message")
     try:
         response.read(limit=1024 * 1024)
     except (EndpointFailure, OSError):
@@ -88,9 +92,10 @@ def raise_for_status(response: Response, *, repo_id: str, revision: str, path: s
             f"revision {revision!r} not found in {repo_id} on {endpoint.name}: check the branch, tag or commit."))
     if code == "EntryNotFound" and path is not None:
         raise DefinitiveAnswer(errors.EntryNotFound(f"file {path!r} not found in {repo_id}@{revision} on {endpoint.name}."))
-    if code == "GatedRepo":
-        raise DefinitiveAnswer(errors.GatedRepo(
-            f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN (or run `hf auth login`)."))
+    access = classify_access(status, code, message, repo_id=repo_id, repo_type=repo_type, endpoint=endpoint,
+                             credential_sent=response.credential_sent, token_withheld=response.token_withheld)
+    if access is not None:
+        raise DefinitiveAnswer(access, status=status)
     if code in ("RepoNotFound", "EntryNotFound") or status in (401, 403, 404):
         raise DefinitiveAnswer(errors.RepoNotFound(
             f"model {repo_id!r} not found on {endpoint.name} (HTTP {status}): check the id; "
@@ -150,6 +155,10 @@ class HubClient:
                 except DefinitiveAnswer as answer:
                     definitive.append(answer.error)
                     failures.append((endpoint, str(answer.error)))
+                    if answer.status in (401, 403) and len(self.endpoints) > 1:
+                        # A refusal may be this endpoint's alone (a mirror without the token):
+                        # say why the pull moves on rather than falling back silently.
+                        self._warn(f"{endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint. {answer.error}")
                     break
                 except errors.UnsafeServerResponse as refused:
                     # A hostile or broken listing refuses this endpoint's answer, not the model:
@@ -186,7 +195,7 @@ class HubClient:
         def attempt(endpoint: Endpoint) -> str:
             path = f"{_api_prefix(repo_type)}/{repo_id}/revision/{_quote_revision(revision)}"
             response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
-            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint)
+            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint, repo_type=repo_type)
             data = _read_json(response, endpoint)
             if not isinstance(data, dict):
                 raise EndpointFailure("answered a revision request with something that is not an object")
@@ -207,7 +216,7 @@ class HubClient:
                 if pages > 10_000:
                     raise EndpointFailure("tree listing did not end after 10000 pages")
                 response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint, repo_type=repo_type)
                 entries = _read_json(response, endpoint)
                 if not isinstance(entries, list):
                     raise EndpointFailure("answered a tree request with something that is not a list")
@@ -243,18 +252,19 @@ class HubClient:
             vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
         response = self.transport.request(endpoint, "GET", path, headers=headers)
         try:
-            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, repo_type=repo_type)
             if vouched_by is None and response.header("X-Repo-Commit") is None and _looks_like_file(response, remote):
                 response.close()
                 vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
                 with self._lock:
                     self._head_first.add(endpoint.url)
                 response = self.transport.request(endpoint, "GET", path, headers=headers)
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, repo_type=repo_type)
             check_file_response(response, remote, commit, start=start, end=end, vouched_by=vouched_by)
         except BaseException:
             response.close()
             raise
+        self.transport.use_for_body(response, endpoint)
         return response
 
     def _vouch(self, endpoint: Endpoint, path: str, repo_id: str, commit: str, remote: RemoteFile) -> Response:

@@ -47,6 +47,8 @@ class Response:
     url: str
     metadata: dict[str, str] = field(default_factory=dict)  # from every hop of the redirect chain
     timeout: float = 0.0
+    credential_sent: bool = False  # an Authorization header went with this request
+    token_withheld: bool = False  # the user has a token, and this request went without it
     _raw: http.client.HTTPResponse | None = None
     _pool: "_Pool | None" = None
     _key: tuple[str, str, str] | None = None
@@ -293,7 +295,9 @@ class Transport:
                 raise EndpointFailure("the request could not be sent: a header value is invalid (check HF_TOKEN)") from None
             if method == "HEAD":
                 raw.read()
-            return Response(raw.status, raw.headers, url, timeout=timeout, _raw=raw, _pool=self._pool, _key=key, _conn=conn)
+            return Response(raw.status, raw.headers, url, timeout=timeout, credential_sent=authorization is not None,
+                            token_withheld=bool(self._token) and authorization is None,
+                            _raw=raw, _pool=self._pool, _key=key, _conn=conn)
         raise AssertionError("unreachable")
 
 
