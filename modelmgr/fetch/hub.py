@@ -221,7 +221,7 @@ class HubClient:
                 if not isinstance(entries, list):
                     raise EndpointFailure("answered a tree request with something that is not a list")
                 files.extend(parse_tree(entries, source=endpoint.name))
-                path = _next_page(response, endpoint)
+                path = _next_page(response, endpoint, page_path=path.split("?", 1)[0])
             return files
 
         return self.call(f"list the files of {repo_id}@{commit[:8]}", attempt)
@@ -342,7 +342,7 @@ def parse_tree(entries: list, *, source: str) -> list[RemoteFile]:
     return files
 
 
-def _next_page(response: Response, endpoint: Endpoint) -> str | None:
+def _next_page(response: Response, endpoint: Endpoint, *, page_path: str | None = None) -> str | None:
     link = response.headers.get("Link") or ""
     for part in link.split(","):
         if 'rel="next"' in part and "<" in part and ">" in part:
@@ -353,6 +353,13 @@ def _next_page(response: Response, endpoint: Endpoint) -> str | None:
             # starts with the endpoint's URL.
             if url.startswith(endpoint.url + "/") and _origin(url) == _origin(endpoint.url):
                 return url[len(endpoint.url):]
+            # A mirror that passes the Hub's absolute link through (hf-mirror.com does) means
+            # "the next page of this listing": follow it here, on the endpoint being paged, when
+            # it names exactly the same API path. Anything else would leave the mirror.
+            moved = urlsplit(url)
+            endpoint_prefix = urlsplit(endpoint.url).path.rstrip("/")
+            if page_path and moved.scheme in ("http", "https") and moved.path in (page_path, endpoint_prefix + page_path):
+                return page_path + (f"?{moved.query}" if moved.query else "")
             raise EndpointFailure(f"tree pagination points to another host ({url.split('/')[2] if '://' in url else url})")
     return None
 
