@@ -293,6 +293,11 @@ class Transport:
                 # the value, which may be the token: say what happened without it.
                 self._pool.drop(key)
                 raise EndpointFailure("the request could not be sent: a header value is invalid (check HF_TOKEN)") from None
+            if raw.status == 407 and route == "forward":
+                raw.read()
+                self._pool.drop(key)
+                raise EndpointFailure(f"proxy {proxy.netloc} ({proxy.source}) demands a user and password (HTTP 407): "  # type: ignore[union-attr]
+                                      "put them in its URL, http://user:password@host:port")
             if method == "HEAD":
                 raw.read()
             return Response(raw.status, raw.headers, url, timeout=timeout, credential_sent=authorization is not None,
