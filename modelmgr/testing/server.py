@@ -14,6 +14,7 @@ import json
 import mimetypes
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -468,7 +469,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints to stderr by default; a disconnect is normal, anything else is a bug.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # A TLS client that distrusts the certificate ends the handshake: that is its answer, not a bug.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             self.hub._record_error(traceback.format_exc())
 
 
@@ -522,7 +524,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._status = None
         try:
             super().handle_one_request()
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, ssl.SSLError):
             self.close_connection = True
 
     def _dispatch(self) -> None:
