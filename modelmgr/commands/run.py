@@ -77,7 +77,7 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     if interactive and as_json:
         raise click.UsageError("--json needs a PROMPT (or text on stdin); it does not apply to an interactive chat.")
 
-    with pull_progress(not as_json) as on_event:
+    with pull_progress(not as_json, bars=config.progress) as on_event:
         plan = plan_load(
             ref, config=config, backend=backend, dtype=dtype, trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle, context_length=context_length, on_event=on_event,
