@@ -28,6 +28,8 @@ BUILTIN_COMMANDS = {
     "config": "config:config",
     "lock": "lock:lock",
     "sync": "lock:sync",
+    "search": "search:search",
+    "doctor": "doctor:doctor",
 }
 
 
