@@ -73,3 +73,9 @@ class TokenRejected(HubError):
 
 class TokenNotSent(HubError):
     """The server wanted a token the user has, but the endpoint is not allowed to receive it."""
+
+
+class UnknownBackend(BackendError):
+    """A backend name that is not registered: a usage mistake, so exit code 2 as click gives."""
+
+    exit_code = 2

@@ -36,6 +36,8 @@ class LoadOptions:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     commit: str | None = None  # the 40-hex commit the user pinned; None for a branch, a tag or a local folder
+    # Where ``dtype`` was set, so an error can name the setting to change: "--dtype", or a config key.
+    dtype_source: str = "--dtype"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
