@@ -52,9 +52,12 @@ def confirm(question: str, *, yes: bool) -> None:
     import contextlib
 
     # Under --quiet stdout is silenced, but a question must still be seen.
-    with contextlib.redirect_stdout(sys.__stdout__ or sys.stdout):
+    with contextlib.redirect_stdout(_silenced[-1]) if _silenced else contextlib.nullcontext():
         if not click.confirm(question, default=False):
             raise click.Abort()
+
+
+_silenced: list = []  # the real stdout of each command running under --quiet
 
 
 def quiet_option(function):
@@ -68,8 +71,12 @@ def quiet_option(function):
         import contextlib
         import io
 
-        with contextlib.redirect_stdout(io.StringIO()):
-            return function(*args, **kwargs)
+        _silenced.append(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return function(*args, **kwargs)
+        finally:
+            _silenced.pop()
 
     return click.option("-q", "--quiet", is_flag=True, help="Print nothing on success; errors still go to stderr.")(wrapper)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
 from modelmgr._version import __version__
-from modelmgr.project.config import Config, Endpoint
+from modelmgr.project.config import Config, Endpoint, redact_url
 from modelmgr.fetch.proxy import Proxy, ProxySettings
 from modelmgr.fetch.trust import describe_failure, ssl_context
 
@@ -330,5 +330,6 @@ def _describe(exc: BaseException, netloc: str, timeout: float, *, proxy: Proxy |
 
 
 def _safe_url(url: str) -> str:
-    """URLs are logged without query strings: signed CDN URLs carry credentials there."""
-    return url.split("?", 1)[0]
+    """URLs are logged without query strings (signed CDN URLs carry credentials there) and
+    without a password in the host part (a redirect may carry one)."""
+    return redact_url(url.split("?", 1)[0])
