@@ -36,3 +36,37 @@ def test_hf_hub_etag_timeout_bounds_a_metadata_answer(capsys, monkeypatch, local
     assert outcome.code == 1
     assert "within 0.5 s" in outcome.err
     assert time.monotonic() - began < 2.5  # two tries of 0.5 s, not the 30 s default
+
+
+def _big_repo(hub_factory, tmp_path):
+    from tests.helpers import small_repo
+
+    hub = hub_factory()
+    hub.add_repo("org/slow", small_repo(tmp_path / "slow", weights=3_000_000, seed=5))
+    return hub
+
+
+def test_hf_hub_download_timeout_bounds_a_stalled_body_and_the_pull_resumes(capsys, monkeypatch, hub_factory, tmp_path):
+    from modelmgr.testing import PauseMidBody
+
+    hub = _big_repo(hub_factory, tmp_path)
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")
+    hub.add_fault(PauseMidBody(1_000_000, 4), path="*/model.safetensors", method="GET")
+    began = time.monotonic()
+    outcome = cli(capsys, "pull", "org/slow", "--endpoint", hub.url, "--connections", "1")
+    assert outcome.code == 0, outcome.err
+    assert time.monotonic() - began < 3.5, "the stalled body was waited out instead of timed out"
+    answers = hub.file_answers("model.safetensors")
+    assert len(answers) == 2 and answers[1].headers.get("range", "").startswith("bytes=")
+
+
+def test_the_metadata_timeout_does_not_cut_a_slow_body(capsys, monkeypatch, hub_factory, tmp_path):
+    from modelmgr.testing import PauseMidBody
+
+    hub = _big_repo(hub_factory, tmp_path)
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "0.3")
+    monkeypatch.setenv("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+    hub.add_fault(PauseMidBody(1_000_000, 1), path="*/model.safetensors", method="GET")
+    outcome = cli(capsys, "pull", "org/slow", "--endpoint", hub.url, "--connections", "1")
+    assert outcome.code == 0, outcome.err
+    assert len(hub.file_answers("model.safetensors")) == 1

@@ -235,6 +235,22 @@ class BadSize(Fault):
 
 
 @dataclass(frozen=True)
+class PauseMidBody(Fault):
+    """Send the first `after_bytes` of the body, go silent for `seconds`, then send the rest:
+    a stalled transfer, which a client's body-read timeout must catch (or wait out)."""
+
+    after_bytes: int
+    seconds: float
+    _paused: list = field(default_factory=list, compare=False, repr=False)
+
+    def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
+        if offset >= self.after_bytes and not self._paused:
+            self._paused.append(True)
+            time.sleep(self.seconds)
+        return chunk
+
+
+@dataclass(frozen=True)
 class RewriteLink(Fault):
     """Put another origin (and optionally another path) in a tree page's `Link: rel="next"`, keeping
     the cursor: what hf-mirror.com does when it passes huggingface.co's absolute link through."""
