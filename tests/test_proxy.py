@@ -172,3 +172,18 @@ def test_lower_case_wins_and_the_config_replaces_the_environment():
     configured = ProxySettings(configured="corp:3128", no_proxy=("b.test",), environ=env)
     assert configured.for_url("http://x.test/").netloc == "corp:3128"
     assert configured.for_url("https://b.test/") is None and configured.for_url("https://a.test/") is None
+
+
+def test_the_config_proxy_key_routes_a_pull_and_its_no_proxy_exempts(capsys, monkeypatch, hub_factory, proxy, repo_dir):
+    hub = hub_factory()
+    hub.add_repo(REPO, repo_dir)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # dead: the config's proxy replaces it
+    write_config(f'[hub]\nproxy = "{proxy.url}"\n')
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+    assert any(e.target.startswith(hub.url) for e in proxy.log)
+    seen = len(proxy.log)
+    write_config(f'[hub]\nproxy = "{proxy.url}"\nno_proxy = ["127.0.0.1"]\n')
+    assert cli(capsys, "rm", REPO, "-y", "-q").code == 0
+    assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 0
+    assert len(proxy.log) == seen
