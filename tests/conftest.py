@@ -32,3 +32,11 @@ def isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     legacy = ("HUGGING_FACE_HUB_TOKEN", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH")
     for name in ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_OFFLINE", *legacy):
         monkeypatch.delenv(name, raising=False)
+    # A developer's proxy or CA settings would route the loopback servers elsewhere or distrust them;
+    # tests that need them set their own.
+    network = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
+               "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HF_HUB_ETAG_TIMEOUT", "HF_HUB_DOWNLOAD_TIMEOUT",
+               "HF_HUB_DISABLE_PROGRESS_BARS")
+    for name in network:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)

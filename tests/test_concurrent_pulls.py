@@ -44,9 +44,7 @@ def start_pull(hub) -> subprocess.Popen:
 
 def served_bytes(hub, size: int) -> int:
     total = 0
-    for r in hub.requests:
-        if r.method != "GET" or not r.path.endswith("/model.safetensors"):
-            continue
+    for r in hub.file_answers("model.safetensors"):  # the Hub's own answers and its CDN's
         if r.status == 200:
             total += size
         elif r.status == 206:

@@ -49,8 +49,36 @@ def confirm(question: str, *, yes: bool) -> None:
         return
     if not sys.stdin or not sys.stdin.isatty():
         raise click.UsageError("refusing to delete without confirmation: stdin is not a terminal. Pass -y to confirm.")
-    if not click.confirm(question, default=False):
-        raise click.Abort()
+    import contextlib
+
+    # Under --quiet stdout is silenced, but a question must still be seen.
+    with contextlib.redirect_stdout(_silenced[-1]) if _silenced else contextlib.nullcontext():
+        if not click.confirm(question, default=False):
+            raise click.Abort()
+
+
+_silenced: list = []  # the real stdout of each command running under --quiet
+
+
+def quiet_option(function):
+    """``-q/--quiet``: print nothing on success (errors and warnings still go to stderr)."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, quiet: bool = False, **kwargs):
+        if not quiet:
+            return function(*args, **kwargs)
+        import contextlib
+        import io
+
+        _silenced.append(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return function(*args, **kwargs)
+        finally:
+            _silenced.pop()
+
+    return click.option("-q", "--quiet", is_flag=True, help="Print nothing on success; errors still go to stderr.")(wrapper)
 
 
 def pull_options(function):

@@ -91,7 +91,7 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
                    GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed), system)
             return
 
-    with pull_progress(not as_json) as on_event:
+    with pull_progress(not as_json, bars=config.progress) as on_event:
         plan = plan_load(
             ref, config=config, backend=backend, dtype=dtype, trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle, context_length=context_length, on_event=on_event,

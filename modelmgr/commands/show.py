@@ -47,7 +47,7 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     config = get_config(
         flags={"hub.offline": True if offline else None, "run.dtype": dtype, "run.max_memory": max_memory}, endpoints=endpoints
     )
-    with pull_progress(not as_json) as on_event:
+    with pull_progress(not as_json, bars=config.progress) as on_event:
         model = resolve_model(ref, config=config, on_event=on_event)
     info = read_model_info(model.path, quant=model.ref.quant)
     options = LoadOptions(dtype=config.dtype, max_memory=config.max_memory, context_length=context_length, quant=model.ref.quant)

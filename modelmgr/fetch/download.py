@@ -23,7 +23,7 @@ from modelmgr.fetch.events import BytesReceived, EventSink, FileStarted, Notice
 from modelmgr.fetch.hub import HubClient, RemoteFile
 from modelmgr.fetch.parts import SMALL_FILE, Part, PartsProgress, load_parts, split, state_file
 from modelmgr.fetch.prefix_hash import PrefixHasher
-from modelmgr.fetch.retry import MAX_RESTARTS, AllFailed, EndpointFailure, RangeIgnored, fall_back
+from modelmgr.fetch.retry import MAX_RESTARTS, AllFailed, DefinitiveAnswer, EndpointFailure, RangeIgnored, fall_back
 from modelmgr.fetch.writeback import start_writeback
 from modelmgr.fsutil import make_dirs, open_shared
 from modelmgr.project.config import Endpoint
@@ -234,12 +234,21 @@ class BlobDownload:
             if len(transfer.endpoints) > 1:  # later files start with an endpoint that works
                 transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({reason}); trying the next endpoint"))
 
+        def refused(endpoint: Endpoint, answer: DefinitiveAnswer) -> None:
+            if answer.status in (401, 403) and len(transfer.endpoints) > 1:
+                transfer.emit(Notice(f"{remote.path}: {endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint"))
+
         if part.complete:
             return
         try:
             fall_back(self.ranking.ordered(etag=remote.etag), attempt, ranking=self.ranking, on_leave=leave,
-                      delivered=lambda: part.done, pause=self.cancel.wait, check_stop=self._check_stop)
+                      on_answer=refused, delivered=lambda: part.done, pause=self.cancel.wait, check_stop=self._check_stop)
         except AllFailed as failed:
+            # An answer such as "gated" on every endpoint: a rerun would not change it, so it is
+            # the error itself, never "run the same pull again to resume".
+            definitive = failed.definitive()
+            if definitive is not None:
+                raise definitive from None
             detail = failed.detail or "every endpoint was excluded after a failed verification"
             raise errors.HubError(
                 f"could not download {remote.path} from any endpoint ({detail}). What was fetched is kept: "

@@ -20,6 +20,7 @@ from modelmgr.project.config import Config, Endpoint
 from modelmgr.project.names import check_commit, check_etag, check_remote_path, check_size
 from modelmgr.fetch.retry import METADATA_TIMEOUTS, AllFailed, DefinitiveAnswer, EndpointFailure, RangeIgnored, Ranking, fall_back
 from modelmgr.fetch.transport import Response, Transport
+from modelmgr.fetch.auth import classify as classify_access
 
 log = logging.getLogger("modelmgr.fetch.hub")
 T = TypeVar("T")
@@ -60,7 +61,8 @@ def _retry_after(response: Response) -> float | None:
 
 
 def raise_for_status(
-    response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint, ranged: bool = False
+    response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint, ranged: bool = False,
+    repo_type: str = "model",
 ) -> None:
     """Turn an error status into EndpointFailure (try elsewhere), DefinitiveAnswer (it is not
     there) or RangeIgnored (a range request refused: start the file over without one)."""
@@ -68,6 +70,7 @@ def raise_for_status(
     if status < 400:
         return
     code = response.header("X-Error-Code") or ""
+    message = response.headers.get("X-Error-Message")
     try:
         response.read(limit=1024 * 1024)
     except (EndpointFailure, OSError):
@@ -85,9 +88,10 @@ def raise_for_status(
             f"revision {revision!r} not found in {repo_id} on {endpoint.name}: check the branch, tag or commit."))
     if code == "EntryNotFound" and path is not None:
         raise DefinitiveAnswer(errors.EntryNotFound(f"file {path!r} not found in {repo_id}@{revision} on {endpoint.name}."))
-    if code == "GatedRepo":
-        raise DefinitiveAnswer(errors.GatedRepo(
-            f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN (or run `hf auth login`)."))
+    access = classify_access(status, code, message, repo_id=repo_id, repo_type=repo_type, endpoint=endpoint,
+                             credential_sent=response.credential_sent, token_withheld=response.token_withheld)
+    if access is not None:
+        raise DefinitiveAnswer(access, status=status)
     if code in ("RepoNotFound", "EntryNotFound") or status in (401, 403, 404):
         raise DefinitiveAnswer(errors.RepoNotFound(
             f"model {repo_id!r} not found on {endpoint.name} (HTTP {status}): check the id; "
@@ -114,7 +118,7 @@ class HubClient:
                 "offline mode is on (HF_HUB_OFFLINE or --offline) and this needs the network: "
                 "pull the model while online, or unset HF_HUB_OFFLINE.")
         self.endpoints = config.endpoints
-        self.transport = Transport(token=config.token)
+        self.transport = Transport.for_config(config)
         self._warn = on_warning or (lambda message: log.warning(message))
         # What this pull learns about its endpoints, shared with every download (retry.Ranking).
         self.ranking = Ranking(self.endpoints)
@@ -133,8 +137,14 @@ class HubClient:
                 joined = f"{reason} Trying" if reason.endswith(".") else f"{reason}; trying"
                 self._warn(f"{endpoint.name}: {joined} the next endpoint")
 
+        def refused(endpoint: Endpoint, answer: DefinitiveAnswer) -> None:
+            if answer.status in (401, 403) and len(self.endpoints) > 1:
+                # A refusal may be this endpoint's alone (a mirror without the token):
+                # say why the pull moves on rather than falling back silently.
+                self._warn(f"{endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint. {answer.error}")
+
         try:
-            return fall_back(endpoints or self.ordered(), attempt, ranking=self.ranking, on_leave=leave)
+            return fall_back(endpoints or self.ordered(), attempt, ranking=self.ranking, on_leave=leave, on_answer=refused)
         except AllFailed as failed:
             definitive = failed.definitive()
             if definitive is not None:
@@ -153,7 +163,7 @@ class HubClient:
         def attempt(endpoint: Endpoint) -> str:
             path = f"{_api_prefix(repo_type)}/{repo_id}/revision/{_quote_revision(revision)}"
             response = self._get_json(endpoint, path)
-            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint)
+            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint, repo_type=repo_type)
             data = _read_json(response, endpoint)
             if not isinstance(data, dict):
                 raise EndpointFailure("answered a revision request with something that is not an object")
@@ -177,12 +187,12 @@ class HubClient:
                     raise EndpointFailure(f"tree listing did not end after {MAX_PAGES} pages", transient=False)
                 seen.add(path)
                 response = self._get_json(endpoint, path)
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint, repo_type=repo_type)
                 entries = _read_json(response, endpoint)
                 if not isinstance(entries, list):
                     raise EndpointFailure("answered a tree request with something that is not a list")
                 files.extend(parse_tree(entries, source=endpoint.name))
-                path = _next_page(response, endpoint)
+                path = _next_page(response, endpoint, page_path=path.split("?", 1)[0])
             return files
 
         return self.call(f"list the files of {repo_id}@{commit[:8]}", attempt)
@@ -214,18 +224,19 @@ class HubClient:
         ranged = "Range" in headers
         response = self.transport.request(endpoint, "GET", path, headers=headers)
         try:
-            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged)
+            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged, repo_type=repo_type)
             if vouched_by is None and response.header("X-Repo-Commit") is None and _looks_like_file(response, remote):
                 response.close()
                 vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
                 with self._lock:
                     self._head_first.add(endpoint.url)
                 response = self.transport.request(endpoint, "GET", path, headers=headers)
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged, repo_type=repo_type)
             check_file_response(response, remote, commit, start=start, end=end, vouched_by=vouched_by)
         except BaseException:
             response.close()
             raise
+        self.transport.use_for_body(response, endpoint)
         return response
 
     def _vouch(self, endpoint: Endpoint, path: str, repo_id: str, commit: str, remote: RemoteFile) -> Response:
@@ -303,7 +314,7 @@ def parse_tree(entries: list, *, source: str) -> list[RemoteFile]:
     return files
 
 
-def _next_page(response: Response, endpoint: Endpoint) -> str | None:
+def _next_page(response: Response, endpoint: Endpoint, *, page_path: str | None = None) -> str | None:
     link = response.headers.get("Link") or ""
     for part in link.split(","):
         if 'rel="next"' in part and "<" in part and ">" in part:
@@ -314,6 +325,13 @@ def _next_page(response: Response, endpoint: Endpoint) -> str | None:
             # starts with the endpoint's URL.
             if url.startswith(endpoint.url + "/") and _origin(url) == _origin(endpoint.url):
                 return url[len(endpoint.url):]
+            # A mirror that passes the Hub's absolute link through (hf-mirror.com does) means
+            # "the next page of this listing": follow it here, on the endpoint being paged, when
+            # it names exactly the same API path. Anything else would leave the mirror.
+            moved = urlsplit(url)
+            endpoint_prefix = urlsplit(endpoint.url).path.rstrip("/")
+            if page_path and moved.scheme in ("http", "https") and moved.path in (page_path, endpoint_prefix + page_path):
+                return page_path + (f"?{moved.query}" if moved.query else "")
             raise EndpointFailure(f"tree pagination points to another host ({url.split('/')[2] if '://' in url else url})")
     return None
 

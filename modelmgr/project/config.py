@@ -13,28 +13,19 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
+from modelmgr.project.endpoints import Endpoint, make_endpoint, merge_endpoints, redact_url
 from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
     PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
 )
 from modelmgr.project.refs import validate_repo_id, validate_revision
-from modelmgr.units import parse_size
+from modelmgr.project.values import (
+    _as_bool, _as_endpoint_list, _as_positive_int, _as_seconds, _as_size, _as_str, _as_str_list,
+)
+
+__all__ = ["Config", "Endpoint", "ModelAlias", "load_config", "redact_url"]
 
 
 HUGGINGFACE_CO = "https://huggingface.co"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    name: str
-    timeout: float = 30.0
-    send_token: bool = False
-
-    @property
-    def host(self) -> str:
-        return self.url.split("://", 1)[-1].split("/", 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -54,6 +45,12 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     offline: bool = False
     connections: int = 32
+    metadata_timeout: float | None = None
+    download_timeout: float | None = None
+    proxy: str | None = field(default=None, repr=False)  # may hold a password
+    no_proxy: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+    progress: bool = True
     max_cache_size: int | None = None
     backend: str = "auto"
     dtype: str = "auto"
@@ -95,67 +92,6 @@ def _writable(directory: Path) -> bool:
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
-def _as_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} for {key}: use true or false.")
-
-
-def _as_positive_int(value: Any, key: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: inf in a TOML file
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a whole number of at least 1.")
-    return number
-
-
-def _as_seconds(value: Any, key: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf") or isinstance(value, bool):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a number of seconds above 0, for example 10.")
-    return seconds
-
-
-def _as_str(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a string.")
-    return value
-
-
-def _as_str_list(value: Any, key: str) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a list of strings.")
-    return list(value)
-
-
-def _as_size(value: Any, key: str) -> int:
-    # TOML's `true` is an int to Python, and a size of -5 means nothing: both are mistakes to name.
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or isinstance(value, int) and value < 0:
-        raise ConfigError(f"invalid value {value!r} for {key}: use a size of 0 or more, for example 50G, 1.5GB or 500MiB.")
-    try:
-        return parse_size(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-
-
-def _as_endpoint_list(value: Any, key: str) -> list[dict]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) and "url" in v for v in value):
-        raise ConfigError(f"invalid value for {key}: use [[hub.endpoints]] tables, each with a url.")
-    return value
-
-
 # The dotted keys a config file may set: (parser, default, one line of documentation).
 SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "cache.dir": (_as_str, None, "the cache modelmgr writes to (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)"),
@@ -166,6 +102,12 @@ SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "hub.offline": (_as_bool, False, "never open a socket; serve only what is cached (HF_HUB_OFFLINE)"),
     "hub.connections": (_as_positive_int, 32, "parallel connections per pull"),
     "hub.timeout": (lambda v, k: _as_seconds(v, k), 30.0, "seconds without data before an endpoint counts as failed"),
+    "hub.metadata_timeout": (_as_seconds, None, "seconds for a metadata answer (revision, tree, file headers); default hub.timeout"),
+    "hub.download_timeout": (_as_seconds, None, "seconds without body bytes while downloading a file; default hub.timeout"),
+    "hub.proxy": (_as_str, None, "proxy URL for every endpoint (http://[user:pass@]host:port); else HTTPS_PROXY and friends"),
+    "hub.no_proxy": (_as_str_list, [], "hosts reached directly, as NO_PROXY: names, .suffixes, host:port, IPs, CIDRs, *"),
+    "hub.ca_bundle": (_as_str, None, "PEM file of CA certificates to trust (like SSL_CERT_FILE / REQUESTS_CA_BUNDLE)"),
+    "ui.progress": (_as_bool, True, "progress bars on a terminal (HF_HUB_DISABLE_PROGRESS_BARS=1 turns them off)"),
     "run.backend": (_as_str, "auto", "backend for run and load: auto, cpu, cuda, int8 or a plugin's"),
     "run.dtype": (_as_str, "auto", "auto, float32, bfloat16 or float16"),
     "run.max_memory": (_as_size, None, "cap on the memory a model may take, for backend selection"),
@@ -192,7 +134,11 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("MODELMGR_CACHE_DIR", "cache.dir", str),
     ("HF_ENDPOINT", "hub.endpoint", str),
     ("MODELMGR_ENDPOINT", "hub.endpoint", str),
+    ("TRANSFORMERS_OFFLINE", "hub.offline", str),  # huggingface_hub honours it as HF_HUB_OFFLINE's fallback
     ("HF_HUB_OFFLINE", "hub.offline", str),
+    ("HF_HUB_ETAG_TIMEOUT", "hub.metadata_timeout", str),
+    ("HF_HUB_DOWNLOAD_TIMEOUT", "hub.download_timeout", str),
+    ("HF_HUB_DISABLE_PROGRESS_BARS", "ui.progress", lambda v: "false" if v.strip().lower() in ("1", "true", "yes", "on") else "true"),
     ("MODELMGR_OFFLINE", "hub.offline", str),
     ("MODELMGR_CONNECTIONS", "hub.connections", str),
     ("MODELMGR_BACKEND", "run.backend", str),
@@ -317,11 +263,14 @@ def load_config(
     values["cache.dir"] = str(first)
 
     timeout = float(values["hub.timeout"])
-    endpoints: list[Endpoint] = [Endpoint(url, url, timeout) for url in flag_endpoints]
+    table_source = sources["hub.endpoints"].split(" file ", 1)[-1]
+    endpoints: list[Endpoint] = [
+        make_endpoint(url, name=None, timeout=timeout, send_token=False, source="--endpoint") for url in flag_endpoints]
     if flag_endpoints:
         sources["hub.endpoints"] = "command line"
     if values["hub.endpoint"]:
-        endpoints.append(Endpoint(values["hub.endpoint"], values["hub.endpoint"], timeout))
+        where = sources["hub.endpoint"].replace("environment ", "")
+        endpoints.append(make_endpoint(values["hub.endpoint"], name=None, timeout=timeout, send_token=False, source=where))
     for table in values["hub.endpoints"]:
         send_token = _as_bool(table.get("send_token", False), "hub.endpoints.send_token")
         if send_token and untrusted_endpoints is not None:
@@ -330,22 +279,16 @@ def load_config(
             warnings.append(f"{untrusted_endpoints}: send_token ignored for {table['url']}: only a file you own may "
                             "send your token to an endpoint. Set it in your own config.")
             send_token = False
-        endpoints.append(
-            Endpoint(
-                url=_as_str(table["url"], "hub.endpoints.url"),
-                name=str(table.get("name") or table["url"]),
-                timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
-                send_token=send_token,
-            )
-        )
+        endpoints.append(make_endpoint(
+            _as_str(table["url"], "hub.endpoints.url"),
+            name=str(table["name"]) if table.get("name") else None,
+            timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
+            send_token=send_token,
+            source=f"[[hub.endpoints]] in {table_source}",
+        ))
     if not endpoints:
-        endpoints.append(Endpoint(HUGGINGFACE_CO, "huggingface.co", timeout, send_token=True))
-    unique: dict[str, Endpoint] = {}
-    for endpoint in endpoints:
-        endpoint = Endpoint(endpoint.url.rstrip("/"), endpoint.name, endpoint.timeout, endpoint.send_token)
-        if not endpoint.url.startswith(("http://", "https://")):
-            raise ConfigError(f"invalid endpoint {endpoint.url!r}: it must start with http:// or https://.")
-        unique.setdefault(endpoint.url, endpoint)
+        endpoints.append(Endpoint(HUGGINGFACE_CO, "huggingface.co", timeout, send_token=True, source="default"))
+    unique = merge_endpoints(endpoints)
 
     locked_commits = _locked_commits(cwd or Path.cwd()) if models else {}
     aliases = {}
@@ -374,9 +317,15 @@ def load_config(
 
     return Config(
         cache_dirs=cache_dirs,
-        endpoints=tuple(unique.values()),
+        endpoints=unique,
         offline=bool(values["hub.offline"]),
         connections=int(values["hub.connections"]),
+        metadata_timeout=values["hub.metadata_timeout"],
+        download_timeout=values["hub.download_timeout"],
+        proxy=values["hub.proxy"] or None,
+        no_proxy=tuple(values["hub.no_proxy"]),
+        ca_bundle=values["hub.ca_bundle"] or None,
+        progress=bool(values["ui.progress"]),
         max_cache_size=values["cache.max_size"],
         backend=values["run.backend"],
         dtype=values["run.dtype"],

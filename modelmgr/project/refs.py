@@ -129,6 +129,9 @@ def parse_ref(text: str, *, aliases: dict[str, tuple[str, str | None]] | None = 
         return ModelRef(repo_id=validate_repo_id(alias_id), revision=validate_revision(revision, repo_id=alias_id) if revision else alias_revision, quant=quant)
     if "/" not in name and aliases is not None:
         known = ", ".join(sorted(aliases)) or "none are configured"
+        if os.path.isdir(text):
+            # A bare name is an id or an alias, never a path (as with `hf download`); say how to mean the folder.
+            raise InvalidReference(f"invalid model id {name!r}: to use the folder of that name, write './{text}'.")
         raise InvalidReference(f"invalid model id {name!r}: it must look like 'org/name' (or be an alias; aliases: {known}).")
     validate_repo_id(name)
     if "@" in text and not revision:

@@ -40,6 +40,8 @@ class LoadOptions:
     # Generations the caller means to run at once on this model (a server's clients); a backend
     # that can batch them prepares for up to this many and says how many in LoadedModel.max_batch.
     max_batch: int = 1
+    # Where ``dtype`` was set, so an error can name the setting to change: "--dtype", or a config key.
+    dtype_source: str = "--dtype"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:

@@ -138,6 +138,15 @@ def _pick(explicit: str | None, alias_value: str | None, configured: str | None)
     return AUTO
 
 
+def _dtype_source(explicit: str | None, alias, config: "Config") -> str:
+    if explicit and explicit != AUTO:
+        return "--dtype"
+    if alias is not None and alias.dtype and alias.dtype != AUTO:
+        return f"dtype in [models.{alias.name}] ({config.sources.get(f'models.{alias.name}', 'the config')})"
+    source = config.sources.get("run.dtype", "default")
+    return "--dtype" if source == "command line" else f"run.dtype ({source})"
+
+
 def plan_load(
     text: str | ModelRef,
     *,
@@ -158,6 +167,7 @@ def plan_load(
     alias = model.alias
     options = LoadOptions(
         dtype=_pick(dtype, alias.dtype if alias else None, config.dtype),
+        dtype_source=_dtype_source(dtype, alias, config),
         max_memory=max_memory if max_memory is not None else config.max_memory,
         context_length=context_length,
         trust_remote_code=bool(trust_remote_code or (alias and alias.trust_remote_code)),

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from modelmgr.errors import BackendError
+from modelmgr.errors import UnknownBackend
 from modelmgr.run.api import AUTO, Availability, Backend
 
 
@@ -22,7 +22,7 @@ class Registry:
         backend = self.backends.get(name)
         if backend is None:
             valid = ", ".join(sorted(self.backends)) or "none (no backend plugin is installed or allowed)"
-            raise BackendError(f"Unknown backend {name!r}. Valid backends: {valid}.")
+            raise UnknownBackend(f"Unknown backend {name!r}. Valid backends: {valid}.")
         return backend
 
 

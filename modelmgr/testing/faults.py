@@ -301,6 +301,43 @@ class BadSize(Fault):
 
 
 @dataclass(frozen=True)
+class PauseMidBody(Fault):
+    """Send the first `after_bytes` of the body, go silent for `seconds`, then send the rest:
+    a stalled transfer, which a client's body-read timeout must catch (or wait out)."""
+
+    after_bytes: int
+    seconds: float
+    _paused: list = field(default_factory=list, compare=False, repr=False)
+
+    def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
+        if offset >= self.after_bytes and not self._paused:
+            self._paused.append(True)
+            time.sleep(self.seconds)
+        return chunk
+
+
+@dataclass(frozen=True)
+class RewriteLink(Fault):
+    """Put another origin (and optionally another path) in a tree page's `Link: rel="next"`, keeping
+    the cursor: what hf-mirror.com does when it passes huggingface.co's absolute link through."""
+
+    origin: str
+    path: str | None = None
+
+    def edit_headers(self, headers: dict[str, str]) -> None:
+        link = headers.get("Link")
+        if not link or "<" not in link:
+            return
+        url = link[link.index("<") + 1 : link.index(">")]
+        rest = url.split("://", 1)[-1]
+        path_and_query = rest[rest.index("/"):] if "/" in rest else "/"
+        if self.path is not None:
+            query = path_and_query.partition("?")[2]
+            path_and_query = self.path + (f"?{query}" if query else "")
+        headers["Link"] = f"<{self.origin.rstrip('/')}{path_and_query}>" + link[link.index(">") + 1 :]
+
+
+@dataclass(frozen=True)
 class Hangup(Fault):
     """Drop the connection without any answer, as a crashing server or proxy does."""
 
