@@ -230,3 +230,27 @@ def test_names_with_a_newline_are_refused_and_never_become_folders(capsys, monke
     (cache / "models--org--na\nme").mkdir()
     info = scan_cache([cache])
     assert info.repos == () and "not a model, dataset or space folder" in str(info.warnings[0])
+
+
+def test_verify_and_recency_never_follow_planted_links_or_block_on_fifos(capsys, tmp_path):
+    # Before: a FIFO named like a blob hung `modelmgr verify` forever (it opened it to hash it),
+    # and a last-used marker planted as a dangling link made `run`/`load` create its target.
+    cache = hf_cache()
+    build_repo(cache, "org/model", {C1: {"w": b"w" * 10}}, refs={"main": C1})
+    fifo = RepoPaths(cache, "org/model").blobs / ("f" * 64)
+    os.mkfifo(fifo)
+    script = "import sys; from modelmgr.cli import main; sys.argv = ['modelmgr', 'verify']; main()"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "not a regular file" in done.stdout, done.stdout + done.stderr
+
+    from modelmgr.cache.layout import LAST_USED, MODELMGR_DIR, folder_name
+    from modelmgr.cache.recency import last_used, record_use
+
+    markers = cache / MODELMGR_DIR / LAST_USED
+    markers.mkdir(parents=True)
+    target = tmp_path / "outside" / "created-through-the-link"
+    target.parent.mkdir()
+    os.symlink(target, markers / folder_name("org/model"))
+    record_use(cache, "org/model", when=1_000_000.0)
+    assert not target.exists()
+    assert last_used(cache, "org/model") == 1_000_000.0
