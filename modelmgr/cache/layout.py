@@ -98,15 +98,6 @@ def temporary_owner(name: str) -> tuple[str, int] | None:
     return (match.group(1), int(match.group(2))) if match is not None else None
 
 
-def temporary_name(path: Path, pid: int, tid: int) -> Path:
-    """Where ``path``'s replacement is written before its atomic rename."""
-    return path.with_name(f".{path.name}.{pid}.{tid}.tmp")
-
-
-def committing_name(incomplete: Path, pid: int, tid: int) -> Path:
-    return incomplete.with_name(f"{incomplete.name}.{pid}.{tid}")
-
-
 @dataclass(frozen=True)
 class RepoPaths:
     cache: Path
