@@ -143,7 +143,7 @@ def _verdict(row: dict) -> str:
     return f"≤ 1/{1 / target:.0f}, both: {'met' if met else 'MISSED'}"
 
 
-def render(results: list[dict], command: str) -> str:
+def render(results: list[dict], command: str, load: tuple[float, float]) -> str:
     versions = {name: metadata.version(name) for name in ("modelmgr", "huggingface_hub", "click")}
     lines = [
         SECTION,
@@ -160,6 +160,8 @@ def render(results: list[dict], command: str) -> str:
         "built); \"index off\" is `MODELMGR_SCAN_INDEX=0`, every repo read file by file, which is what the",
         "first `list` after a change pays for the changed repos. Targets: modelmgr at most 1/3 of hf's",
         "time on an empty cache and at most 1/5 with 1000 repos, with the index and without it.",
+        f"Load average {load[0]:.1f} before the run and {load[1]:.1f} after: on a machine shared with other",
+        "work both tools slow down alike, so the ratios hold better than the times.",
         "",
         "| repos | shape | runs | `modelmgr list` | index off | `hf cache ls` | ratio | ratio, index off | target |",
         "|------:|:------|-----:|----------------:|----------:|--------------:|------:|-----------------:|-------:|",
@@ -187,6 +189,7 @@ def main() -> int:
     runs = [(repos, shape) for repos in args.sizes
             for shape in (args.shapes or (["small", "two revisions"] if repos == 1000 else ["small"]))]
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-list-") as tmp:
         config = Path(tmp, "config.toml")
         config.write_text("")
@@ -224,7 +227,7 @@ def main() -> int:
     import shlex
 
     command = shlex.join(["python", "benchmarks/bench_list.py", *sys.argv[1:]])
-    text = render(results, command)
+    text = render(results, command, (load_before, os.getloadavg()[0]))
     print()
     print(text)
     if not args.no_write:

@@ -254,3 +254,19 @@ def test_verify_and_recency_never_follow_planted_links_or_block_on_fifos(capsys,
     record_use(cache, "org/model", when=1_000_000.0)
     assert not target.exists()
     assert last_used(cache, "org/model") == 1_000_000.0
+
+
+def test_a_link_planted_under_a_predictable_temporary_name_is_not_written_through(tmp_path):
+    # Before: write_atomic opened `.main.{pid}.{tid}.tmp` with a plain open(), so a link planted
+    # under that name (pids are easy to guess) got the commit written into its target, and the
+    # rename then made refs/main itself that link.
+    import threading
+
+    paths = RepoPaths(hf_cache(), "org/model")
+    paths.refs.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    os.symlink(victim, paths.refs / f".main.{os.getpid()}.{threading.get_ident()}.tmp")
+    paths.write_ref("main", C1)
+    assert victim.read_text() == "untouched"
+    assert not paths.ref("main").is_symlink() and paths.read_ref("main") == C1
