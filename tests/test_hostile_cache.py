@@ -134,14 +134,20 @@ def test_prune_incomplete_spares_a_running_snapshot_download(capsys, hub_factory
     try:
         import time
 
+        weights = hashlib.sha256((repo / "model.safetensors").read_bytes()).hexdigest()
+
+        def in_flight() -> list[Path]:  # the weights: six seconds at this rate, small files are gone at once
+            return [p for p in blobs.iterdir() if p.name.startswith(weights + ".") and p.name.endswith(".incomplete")] \
+                if blobs.is_dir() else []
+
         deadline = time.monotonic() + 30
-        while not (blobs.is_dir() and any(p.name.endswith(".incomplete") for p in blobs.iterdir())):
+        while not in_flight():
             assert time.monotonic() < deadline and download.poll() is None, "snapshot_download never started"
             time.sleep(0.05)
-        in_flight = [p for p in blobs.iterdir() if p.name.endswith(".incomplete")]
+        (partial,) = in_flight()
         outcome = cli(capsys, "prune", "--incomplete", "-y")
         assert outcome.code == 0, outcome.err
-        assert all(p.exists() for p in in_flight)
+        assert partial.exists()
     finally:
         hub.set_rate_limit(None)
         out, err = download.communicate(timeout=120)
@@ -270,3 +276,14 @@ def test_a_link_planted_under_a_predictable_temporary_name_is_not_written_throug
     paths.write_ref("main", C1)
     assert victim.read_text() == "untouched"
     assert not paths.ref("main").is_symlink() and paths.read_ref("main") == C1
+
+
+def test_refs_half_written_by_a_killed_writer_are_no_refs():
+    # Before: huggingface_hub's `main.{uuid8}.tmp`, left by a kill between its write and rename,
+    # was listed as a ref named "main.1a2b3c4d.tmp" (and `rm org/model@main.1a2b3c4d.tmp` took it).
+    cache = hf_cache()
+    paths = build_repo(cache, "org/model", {C1: {"w": b"w"}}, refs={"main": C1})
+    (paths.refs / "main.1a2b3c4d.tmp").write_text(C1)
+    (paths.refs / f".main.{dead_pid()}.1.tmp").write_text(C1)
+    (repo,) = scan_cache([cache]).repos
+    assert repo.revisions[0].refs == {"main"}

@@ -19,7 +19,8 @@ Temporary names, whose owner can be told from the name (see ``partial_download``
 - ``blobs/{etag}.incomplete``: modelmgr's resumable download (locked by ``{etag}.lock``);
 - ``blobs/{etag}.{8 hex}.incomplete``: huggingface_hub's per-process download (same lock);
 - ``blobs/{etag}.incomplete.{pid}.{tid}``: modelmgr's verified blob between its two renames;
-- ``.{name}.{pid}.{tid}.tmp``: any small file or snapshot link modelmgr is replacing atomically.
+- ``.{name}.{pid}.{tid}.tmp``: any small file or snapshot link modelmgr is replacing atomically;
+- ``refs/{name}.{8 hex}.tmp``: a ref huggingface_hub is replacing.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ STATE_SUFFIX = ".json"
 _HF_INCOMPLETE = re.compile(r"([0-9a-f]+)\.([0-9a-f]{8})\.incomplete")
 _COMMITTING = re.compile(r"([0-9a-f]+)\.incomplete\.([0-9]+)\.([0-9]+)")
 _TEMPORARY = re.compile(r"\.(.+)\.([0-9]+)\.([0-9]+)\.tmp")
+_HF_TEMPORARY_REF = re.compile(r".+\.[0-9a-f]{8}\.tmp")  # huggingface_hub writes refs/{name}.{uuid8}.tmp, then renames
 
 MODELMGR = "modelmgr"
 HUGGINGFACE_HUB = "huggingface_hub"
@@ -90,6 +92,12 @@ def partial_download(name: str) -> tuple[str, str, int | None] | None:
     if committing is not None:
         return COMMITTING, committing.group(1), int(committing.group(2))
     return None
+
+
+def is_temporary_ref(name: str) -> bool:
+    """A ref file being replaced (modelmgr's ``.{name}.{pid}.{tid}.tmp``, huggingface_hub's
+    ``{name}.{uuid8}.tmp``), or one a killed writer left: no ref of its own."""
+    return name.startswith(".") or _HF_TEMPORARY_REF.fullmatch(name) is not None
 
 
 def temporary_owner(name: str) -> tuple[str, int] | None:

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from modelmgr.cache.layout import (
-    BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, parse_folder_name, partial_download,
+    BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, is_temporary_ref, parse_folder_name,
+    partial_download,
 )
 from modelmgr.cache.model import CachedRepo, CachedRevision, CacheInfo, ScanWarning, unique_size
 from modelmgr.fsutil import read_small
@@ -172,8 +173,8 @@ def _read_refs(refs_dir: str, warn: Warn, seen: list[str] | None = None) -> dict
             if real_dir:
                 stack.append((entry.path, name + "/"))
                 continue
-            if entry.name in OS_FILES or entry.name.startswith("."):
-                continue  # no ref is named ".x": these are refs being replaced (``.main.{pid}.{tid}.tmp``)
+            if entry.name in OS_FILES or is_temporary_ref(entry.name):
+                continue  # refs being replaced, by modelmgr or huggingface_hub, or left so by a kill
             if seen is not None:
                 seen.append(entry.path)
             try:
