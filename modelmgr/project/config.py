@@ -303,13 +303,14 @@ def load_config(
     values["cache.dir"] = str(first)
 
     timeout = float(values["hub.timeout"])
+    listed_in = sources["hub.endpoints"].split(" file ", 1)[-1]  # where a bad field is, for the message
     endpoints: list[Endpoint] = [Endpoint(url, url, timeout) for url in flag_endpoints]
     if flag_endpoints:
         sources["hub.endpoints"] = "command line"
     if values["hub.endpoint"]:
         endpoints.append(Endpoint(values["hub.endpoint"], values["hub.endpoint"], timeout))
     for table in values["hub.endpoints"]:
-        send_token = _as_bool(table.get("send_token", False), "hub.endpoints.send_token")
+        send_token = _as_bool(table.get("send_token", False), f"hub.endpoints.send_token in {listed_in}")
         if send_token and untrusted_endpoints is not None:
             # Where the token may go is decided only by files the user wrote: root's project file
             # in a shared folder may choose mirrors, not receive the user's HF_TOKEN.
@@ -318,9 +319,9 @@ def load_config(
             send_token = False
         endpoints.append(
             Endpoint(
-                url=_as_str(table["url"], "hub.endpoints.url"),
+                url=_as_str(table["url"], f"hub.endpoints.url in {listed_in}"),
                 name=str(table.get("name") or table["url"]),
-                timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
+                timeout=_as_seconds(table.get("timeout", timeout), f"hub.endpoints.timeout in {listed_in}"),
                 send_token=send_token,
             )
         )
@@ -338,12 +339,13 @@ def load_config(
     for name, (table, where) in models.items():
         if "id" not in table:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]} has no id: add id = \"org/name\".")
-        alias_id = _as_str(table["id"], f"models.{name}.id")
+        place = where.split(" file ", 1)[-1]
+        alias_id = _as_str(table["id"], f"models.{name}.id in {place}")
         revision = table.get("revision")
         try:
             validate_repo_id(alias_id)
             if revision is not None:
-                validate_revision(_as_str(revision, f"models.{name}.revision"), repo_id=alias_id)
+                validate_revision(_as_str(revision, f"models.{name}.revision in {place}"), repo_id=alias_id)
         except InvalidReference as exc:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]}: {exc}") from None
         locked = locked_commits.get((name, alias_id, revision or "main"))
@@ -351,9 +353,9 @@ def load_config(
             name=name,
             id=alias_id,
             revision=revision,
-            backend=_optional_str(table.get("backend"), f"models.{name}.backend"),
-            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype"),
-            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
+            backend=_optional_str(table.get("backend"), f"models.{name}.backend in {place}"),
+            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype in {place}"),
+            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code in {place}"),
             locked_commit=locked,
         )
         sources[f"models.{name}"] = where
