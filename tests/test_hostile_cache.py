@@ -287,3 +287,21 @@ def test_refs_half_written_by_a_killed_writer_are_no_refs():
     (paths.refs / f".main.{dead_pid()}.1.tmp").write_text(C1)
     (repo,) = scan_cache([cache]).repos
     assert repo.revisions[0].refs == {"main"}
+
+
+def test_a_verified_blob_a_killed_pull_never_renamed_is_adopted(capsys, monkeypatch, hub_factory, tmp_path):
+    # Before: `{etag}.incomplete.{pid}.{tid}` (killed between the two renames of the commit step)
+    # was never looked at again: the next pull downloaded the whole file anew beside it.
+    repo = small_repo(tmp_path / "repo", weights=WEIGHTS, seed=12)
+    hub = serve(hub_factory, "org/model", repo)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert cli(capsys, "pull", "org/model").code == 0
+    etag = hashlib.sha256((repo / "model.safetensors").read_bytes()).hexdigest()
+    paths = RepoPaths(hf_cache(), "org/model")
+    os.rename(paths.blob(etag), paths.blobs / f"{etag}.incomplete.{dead_pid()}.140000")
+    os.unlink(paths.snapshot(hub.commit("org/model")) / "model.safetensors")
+    hub.clear_requests()
+    assert cli(capsys, "pull", "org/model").code == 0
+    assert not [r for r in hub.requests if r.path.endswith("/model.safetensors") and r.method == "GET"]
+    assert hashlib.sha256(paths.blob(etag).read_bytes()).hexdigest() == etag
+    assert not [p for p in paths.blobs.iterdir() if ".incomplete" in p.name]
