@@ -112,3 +112,16 @@ def test_a_bad_field_of_an_endpoint_or_alias_names_its_file(capsys):
     path.write_text('[models.tiny]\nid = 5\n')
     outcome = cli(capsys, "list")
     assert outcome.code == 1 and str(path) in outcome.err and "models.tiny.id" in outcome.err
+
+
+def test_a_fifo_in_place_of_the_token_file_does_not_hang_every_command(tmp_path):
+    # Before: $HF_HOME/token planted as a FIFO (a shared HF_HOME) blocked every command at
+    # startup, in the open() of read_text.
+    import subprocess
+    import sys
+
+    token = Path(os.environ["HF_HOME"]) / "token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(token)
+    done = subprocess.run([sys.executable, "-m", "modelmgr", "list"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and str(token) in done.stderr and "Traceback" not in done.stderr

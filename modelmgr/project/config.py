@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
+from modelmgr.fsutil import read_small
 from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
     PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
 )
@@ -408,9 +409,16 @@ def _find_token(environ: Mapping[str, str]) -> str | None:
         path = Path(environ.get("HF_TOKEN_PATH") or default_hf_home(environ) / "token")
         where = str(path)
         try:
-            token = path.read_text()
+            # Read like any file a shared HF_HOME may hold: a FIFO planted there must not hang
+            # every command, nor a huge file be read whole.
+            token = read_small(path, 4096)
+        except FileNotFoundError:
+            return None
         except OSError:
             return None
+        except ValueError:
+            raise ConfigError(f"{path} is not a token file (a small text file holding the token alone): "
+                              "replace it with `hf auth login`, or set HF_TOKEN.") from None
     token = token.strip()
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
         # Never echo the value: it is a credential.
