@@ -305,3 +305,16 @@ def test_a_verified_blob_a_killed_pull_never_renamed_is_adopted(capsys, monkeypa
     assert not [r for r in hub.requests if r.path.endswith("/model.safetensors") and r.method == "GET"]
     assert hashlib.sha256(paths.blob(etag).read_bytes()).hexdigest() == etag
     assert not [p for p in paths.blobs.iterdir() if ".incomplete" in p.name]
+
+
+def test_a_link_loop_in_refs_ends():
+    # Before: the refs walk followed links to folders: `refs/loop -> .` alone gave 41 refs (main,
+    # loop/main, loop/loop/main, ... until ELOOP), and a second such link 2**40 paths to walk, so
+    # every scan (list, du, rm, prune, verify) hung.
+    cache = hf_cache()
+    paths = build_repo(cache, "org/model", {C1: {"w": b"w"}}, refs={"main": C1})
+    os.symlink(".", paths.refs / "loop")
+    os.symlink(".", paths.refs / "again")
+    script = f"from modelmgr.cache.scan import scan_cache; print(len(scan_cache([{str(cache)!r}]).repos[0].revisions[0].refs))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "1", done.stdout + done.stderr
