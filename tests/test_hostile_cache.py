@@ -134,14 +134,20 @@ def test_prune_incomplete_spares_a_running_snapshot_download(capsys, hub_factory
     try:
         import time
 
+        weights = hashlib.sha256((repo / "model.safetensors").read_bytes()).hexdigest()
+
+        def in_flight() -> list[Path]:  # the weights: six seconds at this rate, small files are gone at once
+            return [p for p in blobs.iterdir() if p.name.startswith(weights + ".") and p.name.endswith(".incomplete")] \
+                if blobs.is_dir() else []
+
         deadline = time.monotonic() + 30
-        while not (blobs.is_dir() and any(p.name.endswith(".incomplete") for p in blobs.iterdir())):
+        while not in_flight():
             assert time.monotonic() < deadline and download.poll() is None, "snapshot_download never started"
             time.sleep(0.05)
-        in_flight = [p for p in blobs.iterdir() if p.name.endswith(".incomplete")]
+        (partial,) = in_flight()
         outcome = cli(capsys, "prune", "--incomplete", "-y")
         assert outcome.code == 0, outcome.err
-        assert all(p.exists() for p in in_flight)
+        assert partial.exists()
     finally:
         hub.set_rate_limit(None)
         out, err = download.communicate(timeout=120)
@@ -230,3 +236,85 @@ def test_names_with_a_newline_are_refused_and_never_become_folders(capsys, monke
     (cache / "models--org--na\nme").mkdir()
     info = scan_cache([cache])
     assert info.repos == () and "not a model, dataset or space folder" in str(info.warnings[0])
+
+
+def test_verify_and_recency_never_follow_planted_links_or_block_on_fifos(capsys, tmp_path):
+    # Before: a FIFO named like a blob hung `modelmgr verify` forever (it opened it to hash it),
+    # and a last-used marker planted as a dangling link made `run`/`load` create its target.
+    cache = hf_cache()
+    build_repo(cache, "org/model", {C1: {"w": b"w" * 10}}, refs={"main": C1})
+    fifo = RepoPaths(cache, "org/model").blobs / ("f" * 64)
+    os.mkfifo(fifo)
+    script = "import sys; from modelmgr.cli import main; sys.argv = ['modelmgr', 'verify']; main()"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "not a regular file" in done.stdout, done.stdout + done.stderr
+
+    from modelmgr.cache.layout import LAST_USED, MODELMGR_DIR, folder_name
+    from modelmgr.cache.recency import last_used, record_use
+
+    markers = cache / MODELMGR_DIR / LAST_USED
+    markers.mkdir(parents=True)
+    target = tmp_path / "outside" / "created-through-the-link"
+    target.parent.mkdir()
+    os.symlink(target, markers / folder_name("org/model"))
+    record_use(cache, "org/model", when=1_000_000.0)
+    assert not target.exists()
+    assert last_used(cache, "org/model") == 1_000_000.0
+
+
+def test_a_link_planted_under_a_predictable_temporary_name_is_not_written_through(tmp_path):
+    # Before: write_atomic opened `.main.{pid}.{tid}.tmp` with a plain open(), so a link planted
+    # under that name (pids are easy to guess) got the commit written into its target, and the
+    # rename then made refs/main itself that link.
+    import threading
+
+    paths = RepoPaths(hf_cache(), "org/model")
+    paths.refs.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    os.symlink(victim, paths.refs / f".main.{os.getpid()}.{threading.get_ident()}.tmp")
+    paths.write_ref("main", C1)
+    assert victim.read_text() == "untouched"
+    assert not paths.ref("main").is_symlink() and paths.read_ref("main") == C1
+
+
+def test_refs_half_written_by_a_killed_writer_are_no_refs():
+    # Before: huggingface_hub's `main.{uuid8}.tmp`, left by a kill between its write and rename,
+    # was listed as a ref named "main.1a2b3c4d.tmp" (and `rm org/model@main.1a2b3c4d.tmp` took it).
+    cache = hf_cache()
+    paths = build_repo(cache, "org/model", {C1: {"w": b"w"}}, refs={"main": C1})
+    (paths.refs / "main.1a2b3c4d.tmp").write_text(C1)
+    (paths.refs / f".main.{dead_pid()}.1.tmp").write_text(C1)
+    (repo,) = scan_cache([cache]).repos
+    assert repo.revisions[0].refs == {"main"}
+
+
+def test_a_verified_blob_a_killed_pull_never_renamed_is_adopted(capsys, monkeypatch, hub_factory, tmp_path):
+    # Before: `{etag}.incomplete.{pid}.{tid}` (killed between the two renames of the commit step)
+    # was never looked at again: the next pull downloaded the whole file anew beside it.
+    repo = small_repo(tmp_path / "repo", weights=WEIGHTS, seed=12)
+    hub = serve(hub_factory, "org/model", repo)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    assert cli(capsys, "pull", "org/model").code == 0
+    etag = hashlib.sha256((repo / "model.safetensors").read_bytes()).hexdigest()
+    paths = RepoPaths(hf_cache(), "org/model")
+    os.rename(paths.blob(etag), paths.blobs / f"{etag}.incomplete.{dead_pid()}.140000")
+    os.unlink(paths.snapshot(hub.commit("org/model")) / "model.safetensors")
+    hub.clear_requests()
+    assert cli(capsys, "pull", "org/model").code == 0
+    assert not [r for r in hub.requests if r.path.endswith("/model.safetensors") and r.method == "GET"]
+    assert hashlib.sha256(paths.blob(etag).read_bytes()).hexdigest() == etag
+    assert not [p for p in paths.blobs.iterdir() if ".incomplete" in p.name]
+
+
+def test_a_link_loop_in_refs_ends():
+    # Before: the refs walk followed links to folders: `refs/loop -> .` alone gave 41 refs (main,
+    # loop/main, loop/loop/main, ... until ELOOP), and a second such link 2**40 paths to walk, so
+    # every scan (list, du, rm, prune, verify) hung.
+    cache = hf_cache()
+    paths = build_repo(cache, "org/model", {C1: {"w": b"w"}}, refs={"main": C1})
+    os.symlink(".", paths.refs / "loop")
+    os.symlink(".", paths.refs / "again")
+    script = f"from modelmgr.cache.scan import scan_cache; print(len(scan_cache([{str(cache)!r}]).repos[0].revisions[0].refs))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "1", done.stdout + done.stderr

@@ -101,3 +101,27 @@ def test_a_lock_another_user_planted_pins_nothing(capsys):
     assert load_config().models["tiny"].locked_commit == "e" * 40
     os.chown(lock, 4242, 4242)
     assert load_config().models["tiny"].locked_commit is None
+
+
+def test_a_bad_field_of_an_endpoint_or_alias_names_its_file(capsys):
+    # Before: "invalid value 'maybe' for hub.endpoints.send_token" said nothing of which file.
+    path = project_dir() / "modelmgr.toml"
+    path.write_text('[[hub.endpoints]]\nurl = "http://mirror.example"\nsend_token = "maybe"\n')
+    outcome = cli(capsys, "list")
+    assert outcome.code == 1 and str(path) in outcome.err and "send_token" in outcome.err
+    path.write_text('[models.tiny]\nid = 5\n')
+    outcome = cli(capsys, "list")
+    assert outcome.code == 1 and str(path) in outcome.err and "models.tiny.id" in outcome.err
+
+
+def test_a_fifo_in_place_of_the_token_file_does_not_hang_every_command(tmp_path):
+    # Before: $HF_HOME/token planted as a FIFO (a shared HF_HOME) blocked every command at
+    # startup, in the open() of read_text.
+    import subprocess
+    import sys
+
+    token = Path(os.environ["HF_HOME"]) / "token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(token)
+    done = subprocess.run([sys.executable, "-m", "modelmgr", "list"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and str(token) in done.stderr and "Traceback" not in done.stderr

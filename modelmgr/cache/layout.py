@@ -19,7 +19,8 @@ Temporary names, whose owner can be told from the name (see ``partial_download``
 - ``blobs/{etag}.incomplete``: modelmgr's resumable download (locked by ``{etag}.lock``);
 - ``blobs/{etag}.{8 hex}.incomplete``: huggingface_hub's per-process download (same lock);
 - ``blobs/{etag}.incomplete.{pid}.{tid}``: modelmgr's verified blob between its two renames;
-- ``.{name}.{pid}.{tid}.tmp``: any small file or snapshot link modelmgr is replacing atomically.
+- ``.{name}.{pid}.{tid}.tmp``: any small file or snapshot link modelmgr is replacing atomically;
+- ``refs/{name}.{8 hex}.tmp``: a ref huggingface_hub is replacing.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ STATE_SUFFIX = ".json"
 _HF_INCOMPLETE = re.compile(r"([0-9a-f]+)\.([0-9a-f]{8})\.incomplete")
 _COMMITTING = re.compile(r"([0-9a-f]+)\.incomplete\.([0-9]+)\.([0-9]+)")
 _TEMPORARY = re.compile(r"\.(.+)\.([0-9]+)\.([0-9]+)\.tmp")
+_HF_TEMPORARY_REF = re.compile(r".+\.[0-9a-f]{8}\.tmp")  # huggingface_hub writes refs/{name}.{uuid8}.tmp, then renames
 
 MODELMGR = "modelmgr"
 HUGGINGFACE_HUB = "huggingface_hub"
@@ -92,19 +94,16 @@ def partial_download(name: str) -> tuple[str, str, int | None] | None:
     return None
 
 
+def is_temporary_ref(name: str) -> bool:
+    """A ref file being replaced (modelmgr's ``.{name}.{pid}.{tid}.tmp``, huggingface_hub's
+    ``{name}.{uuid8}.tmp``), or one a killed writer left: no ref of its own."""
+    return name.startswith(".") or _HF_TEMPORARY_REF.fullmatch(name) is not None
+
+
 def temporary_owner(name: str) -> tuple[str, int] | None:
     """``(final name, pid)`` of a ``.{name}.{pid}.{tid}.tmp`` entry, or None."""
     match = _TEMPORARY.fullmatch(name)
     return (match.group(1), int(match.group(2))) if match is not None else None
-
-
-def temporary_name(path: Path, pid: int, tid: int) -> Path:
-    """Where ``path``'s replacement is written before its atomic rename."""
-    return path.with_name(f".{path.name}.{pid}.{tid}.tmp")
-
-
-def committing_name(incomplete: Path, pid: int, tid: int) -> Path:
-    return incomplete.with_name(f"{incomplete.name}.{pid}.{tid}")
 
 
 @dataclass(frozen=True)

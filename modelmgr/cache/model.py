@@ -74,7 +74,7 @@ class CachedRevision:
     commit: str
     refs: frozenset[str]
     size_on_disk: int  # the sum of the distinct blobs its files point to, as huggingface_hub computes it
-    snapshot_path: Path
+    snapshot_dir: str  # a string: a Path per revision is a tenth of what scanning a large cache costs
     last_modified: float
     nb_files: int
     incomplete: bool = False  # a manifest names files the snapshot lacks, or a link is broken
@@ -82,12 +82,16 @@ class CachedRevision:
     scanned: tuple | None = field(default=None, repr=False, compare=False)  # the scan's raw entries, if kept
 
     @cached_property
+    def snapshot_path(self) -> Path:
+        return Path(self.snapshot_dir)
+
+    @cached_property
     def entries(self) -> tuple:
         """Raw ``(relative, path, is_link, size, inode, atime, mtime)`` of every file; read again
         from disk when the revision came from the scan index."""
         if self.scanned is not None:
             return self.scanned
-        return tuple(scan_snapshot(str(self.snapshot_path), ignore)[0])
+        return tuple(scan_snapshot(self.snapshot_dir, ignore)[0])
 
     @cached_property
     def files(self) -> tuple[CachedFile, ...]:
@@ -126,7 +130,7 @@ class CachedRevision:
 class CachedRepo:
     repo_id: str
     repo_type: str  # "model", "dataset" or "space"
-    path: Path
+    folder: str  # the repo folder, as a string for the same reason as CachedRevision.snapshot_dir
     cache_dir: Path
     read_only: bool  # lives in one of the extra, read-only cache directories
     size_on_disk: int  # its distinct blobs, each counted once
@@ -135,6 +139,10 @@ class CachedRepo:
     last_accessed: float
     nb_files: int  # distinct blobs, as huggingface_hub counts them
     content: dict = field(default_factory=dict, repr=False, compare=False)  # (st_dev, st_ino) -> size
+
+    @cached_property
+    def path(self) -> Path:
+        return Path(self.folder)
 
     def identity(self) -> dict[str, str]:
         """What JSON reports (rm, verify, prune) say to name the repo and where it lives."""

@@ -152,6 +152,9 @@ def remove(item: Leftover, on_skip=None) -> int:
 def claim_partial(paths: RepoPaths, etag: str) -> None:
     """Make sure a partial download about to be resumed is a regular file of our own.
 
+    A verified blob that a killed pull never renamed (``{etag}.incomplete.{pid}.{tid}``, its process
+    gone) is adopted as the partial file: the resume finds all of it there and only hashes it.
+
     A link planted as ``blobs/{etag}.incomplete`` would have the pull take the size of whatever it
     points to as bytes already fetched and then write model bytes into it; another user's file in a
     shared cache is not ours to write into. Either is removed with its resume state, and the pull
@@ -161,7 +164,7 @@ def claim_partial(paths: RepoPaths, etag: str) -> None:
     try:
         info = os.lstat(incomplete)
     except OSError:
-        info = None
+        info = _adopt(paths, etag, incomplete)
     if info is not None and (not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid()):
         for path in (incomplete, state):
             try:
@@ -179,3 +182,26 @@ def claim_partial(paths: RepoPaths, etag: str) -> None:
             os.unlink(state)
     except OSError:
         pass
+
+
+def _adopt(paths: RepoPaths, etag: str, incomplete: Path) -> os.stat_result | None:
+    """Rename a dead committer's ``{etag}.incomplete.{pid}.{tid}`` to ``{etag}.incomplete``; the
+    stat of what is there now, or None."""
+    try:
+        names = os.listdir(paths.blobs)
+    except OSError:
+        return None
+    for name in names:
+        found = partial_download(name)
+        if found is None or found[0] != COMMITTING or found[1] != etag or process_alive(found[2] or 0):
+            continue
+        candidate = paths.blobs / name
+        try:
+            info = os.lstat(candidate)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                continue
+            os.rename(candidate, incomplete)
+            return info
+        except OSError:
+            continue
+    return None

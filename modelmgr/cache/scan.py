@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Sequence
 
 from modelmgr.cache.layout import (
-    BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, parse_folder_name, partial_download,
+    BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, is_temporary_ref, parse_folder_name,
+    partial_download,
 )
 from modelmgr.cache.model import CachedRepo, CachedRevision, CacheInfo, ScanWarning, unique_size
 from modelmgr.fsutil import read_small
 from modelmgr.project.names import is_commit, is_safe_path
-from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, scan_snapshot
+from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, list_blobs, scan_snapshot
 
 # Top-level entries of a cache that belong to huggingface_hub and are not repos: its lock folder,
 # its cache tag, its cache-wide shared blob store and the layout version file older releases wrote.
@@ -81,7 +82,7 @@ def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool
         index = ScanIndex(cache_dir)
     if index is not None and index.path is None:
         index = None  # turned off, or no place to keep it
-    repos = []
+    found: list[CachedRepo | tuple] = []  # in folder order: a repo from the index, or what to scan
     for entry in entries:
         name = entry.name
         if name in _NOT_REPOS or name.startswith(".") or name.startswith(_FOREIGN_KINDS):
@@ -99,15 +100,28 @@ def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool
             continue
         repo_type, repo_id = parsed
         repo = index.lookup(entry.path, name, repo_type, repo_id, read_only) if index is not None else None
-        if repo is None:
-            repo, record = _scan_repo(entry.path, repo_type, repo_id, cache_dir, read_only, warn, index is not None)
+        found.append(repo if repo is not None else (entry.path, name, repo_type, repo_id))
+    todo = [item for item in found if isinstance(item, tuple)]
+    scanned = dict(zip((item[0] for item in todo), _scan_repos(todo, cache_dir, read_only, warn, index is not None)))
+    repos = []
+    for item in found:
+        if isinstance(item, tuple):
+            repo, record = scanned[item[0]]
             if index is not None:
-                index.store(name, record)
-        if repo is not None:
-            repos.append(repo)
+                index.store(item[1], record)
+            if repo is None:
+                continue
+            item = repo
+        repos.append(item)
     if index is not None:
         index.save()
     return repos
+
+
+def _scan_repos(todo: list[tuple], cache_dir: Path, read_only: bool, warn: Warn, indexing: bool) -> list[tuple]:
+    """``_scan_repo`` of each, in order. (Threads were tried: on two busy cores they cost CPU and
+    saved no time, since the Python work between system calls holds the GIL.)"""
+    return [_scan_repo(path, repo_type, repo_id, cache_dir, read_only, warn, indexing) for path, _, repo_type, repo_id in todo]
 
 
 def _list_dir(path: str, warn: Warn) -> list[os.DirEntry] | None:
@@ -159,8 +173,8 @@ def _read_refs(refs_dir: str, warn: Warn, seen: list[str] | None = None) -> dict
             if real_dir:
                 stack.append((entry.path, name + "/"))
                 continue
-            if entry.name in OS_FILES or entry.name.startswith("."):
-                continue  # no ref is named ".x": these are refs being replaced (``.main.{pid}.{tid}.tmp``)
+            if entry.name in OS_FILES or is_temporary_ref(entry.name):
+                continue  # refs being replaced, by modelmgr or huggingface_hub, or left so by a kill
             if seen is not None:
                 seen.append(entry.path)
             try:
@@ -270,6 +284,7 @@ def _scan_repo(
     # Per inode: [size, atime, mtime, [(path, is_link), ...]] over the whole repo.
     content: dict[tuple[int, int], list] = {}
     hops: dict[str, str] = {}
+    blobs: dict[str, os.DirEntry] | None = None
     revisions: list[CachedRevision] = []
     seen_commits: set[str] = set()
     any_copies = False
@@ -282,7 +297,9 @@ def _scan_repo(
             note(snapshot.path, f"{snapshot.path} is {kind}, not a snapshot folder; ignored.")
             continue
         top = snapshot.path
-        entries, missing, copies, folders = scan_snapshot(top, note)
+        if blobs is None:
+            blobs = list_blobs(repo_path + sep + BLOBS)
+        entries, missing, copies, folders = scan_snapshot(top, note, blobs, hops)
         if read is not None:
             read.extend(folders)
         if copies:
@@ -326,7 +343,7 @@ def _scan_repo(
                 commit=commit,
                 refs=frozenset(refs_by_commit.get(commit, ())),
                 size_on_disk=size,
-                snapshot_path=Path(top),
+                snapshot_dir=top,
                 last_modified=last_modified,
                 nb_files=len(entries),
                 incomplete=bool(missing),
@@ -344,7 +361,7 @@ def _scan_repo(
                     commit=commit,
                     refs=frozenset(refs_by_commit.get(commit, ())),
                     size_on_disk=0,
-                    snapshot_path=Path(snapshots_dir, commit),
+                    snapshot_dir=snapshots_dir + sep + commit,
                     last_modified=mtime,
                     nb_files=0,
                     incomplete=True,
@@ -376,7 +393,7 @@ def _scan_repo(
     repo = CachedRepo(
         repo_id=repo_id,
         repo_type=repo_type,
-        path=Path(repo_path),
+        folder=repo_path,
         cache_dir=cache_dir,
         read_only=read_only,
         size_on_disk=size,

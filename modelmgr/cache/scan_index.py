@@ -132,7 +132,7 @@ class ScanIndex:
             size, nb_files, last_modified, last_accessed = record[2]
             prefix = repo_path + os.sep + SNAPSHOTS + os.sep
             revisions = tuple(
-                CachedRevision(commit, frozenset(refs), rsize, Path(prefix + commit), modified, count, incomplete, missing)
+                CachedRevision(commit, frozenset(refs), rsize, prefix + commit, modified, count, incomplete, missing)
                 for commit, refs, rsize, modified, count, incomplete, missing in record[3]
             )
             flat = record[4]
@@ -141,7 +141,7 @@ class ScanIndex:
             return None
         self.kept[name] = record
         return CachedRepo(
-            repo_id, repo_type, Path(repo_path), self.cache_dir, read_only, size, revisions, last_modified, last_accessed,
+            repo_id, repo_type, repo_path, self.cache_dir, read_only, size, revisions, last_modified, last_accessed,
             nb_files, content,
         )
 

@@ -99,7 +99,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
                 "files": revision.nb_files,
                 "format": weights[revision.snapshot_path][0],
                 "quantizations": weights[revision.snapshot_path][1],
-                "path": str(revision.snapshot_path),
+                "path": revision.snapshot_dir,
                 "last_modified": iso_utc(revision.last_modified),
                 "incomplete": revision.incomplete,
                 "missing": list(revision.missing),
@@ -150,7 +150,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
             row.append(note)
     click.echo(render_table(headers, table, right=(2, 3)))
     size = info.size_on_disk if len(repos) == len(info.repos) else unique_size(repos)
-    shown = {repo.path for repo, _ in rows}
-    click.echo(f"\n{_kinds_summary(r for r in repos if r.path in shown)}, {len(rows)} revision{'s' if len(rows) != 1 else ''}, {format_size(size)} on disk")
+    shown = {repo.folder for repo, _ in rows}
+    click.echo(f"\n{_kinds_summary(r for r in repos if r.folder in shown)}, {len(rows)} revision{'s' if len(rows) != 1 else ''}, {format_size(size)} on disk")
     if any(notes) and any(revision.incomplete for _, revision in rows):
         click.echo("Incomplete revisions miss files: pull them again to finish, or remove them with `modelmgr rm ID@REVISION`.")

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
+from modelmgr.fsutil import read_small
 from modelmgr.project.endpoints import Endpoint, make_endpoint, merge_endpoints, redact_url
 from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
     PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
@@ -263,7 +264,7 @@ def load_config(
     values["cache.dir"] = str(first)
 
     timeout = float(values["hub.timeout"])
-    table_source = sources["hub.endpoints"].split(" file ", 1)[-1]
+    table_source = sources["hub.endpoints"].split(" file ", 1)[-1]  # where a bad field is, for the message
     endpoints: list[Endpoint] = [
         make_endpoint(url, name=None, timeout=timeout, send_token=False, source="--endpoint") for url in flag_endpoints]
     if flag_endpoints:
@@ -272,7 +273,7 @@ def load_config(
         where = sources["hub.endpoint"].replace("environment ", "")
         endpoints.append(make_endpoint(values["hub.endpoint"], name=None, timeout=timeout, send_token=False, source=where))
     for table in values["hub.endpoints"]:
-        send_token = _as_bool(table.get("send_token", False), "hub.endpoints.send_token")
+        send_token = _as_bool(table.get("send_token", False), f"hub.endpoints.send_token in {table_source}")
         if send_token and untrusted_endpoints is not None:
             # Where the token may go is decided only by files the user wrote: root's project file
             # in a shared folder may choose mirrors, not receive the user's HF_TOKEN.
@@ -280,9 +281,9 @@ def load_config(
                             "send your token to an endpoint. Set it in your own config.")
             send_token = False
         endpoints.append(make_endpoint(
-            _as_str(table["url"], "hub.endpoints.url"),
+            _as_str(table["url"], f"hub.endpoints.url in {table_source}"),
             name=str(table["name"]) if table.get("name") else None,
-            timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
+            timeout=_as_seconds(table.get("timeout", timeout), f"hub.endpoints.timeout in {table_source}"),
             send_token=send_token,
             source=f"[[hub.endpoints]] in {table_source}",
         ))
@@ -295,12 +296,13 @@ def load_config(
     for name, (table, where) in models.items():
         if "id" not in table:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]} has no id: add id = \"org/name\".")
-        alias_id = _as_str(table["id"], f"models.{name}.id")
+        place = where.split(" file ", 1)[-1]
+        alias_id = _as_str(table["id"], f"models.{name}.id in {place}")
         revision = table.get("revision")
         try:
             validate_repo_id(alias_id)
             if revision is not None:
-                validate_revision(_as_str(revision, f"models.{name}.revision"), repo_id=alias_id)
+                validate_revision(_as_str(revision, f"models.{name}.revision in {place}"), repo_id=alias_id)
         except InvalidReference as exc:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]}: {exc}") from None
         locked = locked_commits.get((name, alias_id, revision or "main"))
@@ -308,9 +310,9 @@ def load_config(
             name=name,
             id=alias_id,
             revision=revision,
-            backend=_optional_str(table.get("backend"), f"models.{name}.backend"),
-            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype"),
-            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
+            backend=_optional_str(table.get("backend"), f"models.{name}.backend in {place}"),
+            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype in {place}"),
+            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code in {place}"),
             locked_commit=locked,
         )
         sources[f"models.{name}"] = where
@@ -370,9 +372,16 @@ def _find_token(environ: Mapping[str, str]) -> str | None:
         path = Path(environ.get("HF_TOKEN_PATH") or default_hf_home(environ) / "token")
         where = str(path)
         try:
-            token = path.read_text()
+            # Read like any file a shared HF_HOME may hold: a FIFO planted there must not hang
+            # every command, nor a huge file be read whole.
+            token = read_small(path, 4096)
+        except FileNotFoundError:
+            return None
         except OSError:
             return None
+        except ValueError:
+            raise ConfigError(f"{path} is not a token file (a small text file holding the token alone): "
+                              "replace it with `hf auth login`, or set HF_TOKEN.") from None
     token = token.strip()
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
         # Never echo the value: it is a credential.
