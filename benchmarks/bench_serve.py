@@ -184,17 +184,19 @@ def render(rows: dict[str, list[dict]], params: int, args: argparse.Namespace, l
     for name in names:
         for row in rows[name]:
             lines.append(f"| {name} | {row['clients']} | {row['tps']:.1f} | {row['p50'] * 1000:.0f} ms | {row['p95'] * 1000:.0f} ms |")
-    base = names[1] if len(names) > 1 else None
-    if base:
+    lines.append("")
+    for base in names[1:]:
         ratios = ", ".join(
             f"{mine['clients']} clients {mine['tps'] / theirs['tps']:.1f}x" for mine, theirs in zip(rows[names[0]], rows[base])
         )
-        lines += ["", f"modelmgr serve's throughput over {base}'s: {ratios}."]
+        lines.append(f"modelmgr serve's throughput over {base}'s: {ratios}.")
     lines += [
         "",
         "modelmgr serve batches the clients of one model continuously (one forward pass per token for all of them, newcomers "
         "joining between two tokens), so on a CPU its total throughput grows with the clients while each step costs about the "
-        "same; transformers serve without `--continuous-batching` runs one generate() per request on its own thread.",
+        "same; transformers serve without `--continuous-batching` runs one generate() per request on its own thread. "
+        "modelmgr serve also sets OMP_WAIT_POLICY=PASSIVE for itself: on a busy machine, torch's spinning threads made a "
+        "batched matmul 10-20x slower while a sibling thread was descheduled; the passive row gives transformers serve the same.",
         "",
         "Reproduce:",
         "",
@@ -214,6 +216,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=2, help="requests each client sends in a row")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--continuous-batching", action="store_true", help="also measure transformers serve --continuous-batching")
+    parser.add_argument("--no-passive-baseline", action="store_true", help="skip transformers serve with OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/benchmarks.md alone")
     args = parser.parse_args()
     transformers_cli = shutil.which("transformers", path=str(Path(sys.executable).parent)) or shutil.which("transformers")
@@ -224,7 +227,7 @@ def main() -> int:
         root = Path(tmp)
         (root / "config.toml").write_text("")
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMGR_", "HF_"))},
+            **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMGR_", "HF_", "OMP_"))},
             "HF_HUB_CACHE": str(root / "hub"), "HF_HOME": str(root / "hf"), "MODELMGR_CONFIG": str(root / "config.toml"),
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }
@@ -238,6 +241,13 @@ def main() -> int:
         port = free_port()
         servers.append(Server("transformers serve", [transformers_cli, "serve", "--device", "cpu", "--port", str(port), MODEL_ID],
                               env, port, root / "transformers.log"))
+        if not args.no_passive_baseline:
+            # modelmgr serve sets OMP_WAIT_POLICY=PASSIVE for itself (see modelmgr/serve/server.py);
+            # the same setting for transformers serve shows what is left of the difference.
+            port = free_port()
+            servers.append(Server("transformers serve, OMP_WAIT_POLICY=PASSIVE",
+                                  [transformers_cli, "serve", "--device", "cpu", "--port", str(port), MODEL_ID],
+                                  {**env, "OMP_WAIT_POLICY": "PASSIVE"}, port, root / "transformers-passive.log"))
         if args.continuous_batching:
             port = free_port()
             servers.append(Server("transformers serve --continuous-batching",

@@ -100,8 +100,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             process.wait(timeout=5)
 
 
-def chat(served: Served, messages=QUESTION, *, max_tokens: int = 12, **kwargs) -> str:
-    reply = served.client().chat.completions.create(model=TINY_MODEL_ID, messages=messages, temperature=0, max_tokens=max_tokens, **kwargs)
+def chat(served: Served, messages=QUESTION, *, max_tokens: int = 12, temperature: float = 0, **kwargs) -> str:
+    reply = served.client().chat.completions.create(model=TINY_MODEL_ID, messages=messages, temperature=temperature,
+                                                    max_tokens=max_tokens, **kwargs)
     return reply.choices[0].message.content
 
 
@@ -133,6 +134,9 @@ def test_chat_streamed_and_text_completions(served: Served) -> None:
     completion = client.completions.create(model=TINY_MODEL_ID, prompt="The river", max_tokens=6, temperature=0)
     assert completion.choices[0].text and completion.usage.completion_tokens == 6
     assert completion.usage.prompt_tokens < reply.usage.prompt_tokens  # raw text: no chat template around it
+
+    sampled = [chat(served, temperature=1.0, seed=seed) for seed in (7, 7, 8)]
+    assert sampled[0] == sampled[1] != sampled[2]  # a seed repeats a sampled reply, in a batch too
 
     stopped = client.chat.completions.create(model=TINY_MODEL_ID, messages=QUESTION, temperature=0, max_tokens=12, stop=[text[3:6]])
     assert stopped.choices[0].message.content == text[:3] and stopped.choices[0].finish_reason == "stop"
@@ -258,6 +262,10 @@ def test_run_goes_through_a_running_server(served: Served) -> None:
     # bound here is generous and the measure goes to the test's output.
     print(f"\nmodelmgr run through the server: first token {to_first:.3f} s after the process started")
     assert to_first < 10
+    as_json = subprocess.run([*args, "--json"], env=served.env, capture_output=True, timeout=60)
+    data = json.loads(as_json.stdout)
+    assert data["reply"] == expected and (data["backend"], data["device"], data["dtype"]) == ("cpu", "cpu", "float32")
+    assert data["completion_tokens"] == 12 and data["time_to_first_token"] > 0
     alone = subprocess.run([*args, "--no-server"], env=served.env, capture_output=True, timeout=120)
     assert alone.returncode == 0 and b"Loading" in alone.stderr and alone.stdout.decode() == expected + "\n"
 
