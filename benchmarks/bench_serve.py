@@ -165,7 +165,23 @@ def measure(server: Server, client_counts: list[int], requests: int, max_tokens:
         return [round_of(server, n, requests, max_tokens) for n in client_counts]
 
 
-def render(rows: dict[str, list[dict]], params: int, args: argparse.Namespace, load: str) -> str:
+def run_latency(server: Server, times: int = 5) -> list[float]:
+    """Seconds from starting `modelmgr run MODEL PROMPT` to its first byte of reply on stdout,
+    with the model warm in the server at MODELMGR_HOST."""
+    env = {**server.env, "MODELMGR_HOST": f"127.0.0.1:{server.port}"}
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "modelmgr", "run", MODEL_ID, "Hi", "--max-new-tokens", "4", "--temperature", "0"],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
+        process.stdout.read(1)
+        seconds.append(time.perf_counter() - started)
+        process.communicate(timeout=60)
+    print(f"  modelmgr run through the server: first token after {[round(s, 3) for s in seconds]} s", file=sys.stderr)
+    return sorted(seconds)
+
+
+def render(rows: dict[str, list[dict]], params: int, args: argparse.Namespace, load: str, latency: list[float]) -> str:
     import torch
 
     names = list(rows)
@@ -191,6 +207,10 @@ def render(rows: dict[str, list[dict]], params: int, args: argparse.Namespace, l
         )
         lines.append(f"modelmgr serve's throughput over {base}'s: {ratios}.")
     lines += [
+        "",
+        f"With the model warm in the server, `modelmgr run {MODEL_ID} Hi` printed its first token {latency[len(latency) // 2] * 1000:.0f} ms "
+        f"(median of {len(latency)}; best {latency[0] * 1000:.0f} ms, worst {latency[-1] * 1000:.0f} ms) after the process started: "
+        "Python, click, the config, one probe of the server and the request; no torch.",
         "",
         "modelmgr serve batches the clients of one model continuously (one forward pass per token for all of them, newcomers "
         "joining between two tokens), so on a CPU its total throughput grows with the clients while each step costs about the "
@@ -254,9 +274,13 @@ def main() -> int:
                                   [transformers_cli, "serve", "--device", "cpu", "--continuous-batching", "--port", str(port), MODEL_ID],
                                   env, port, root / "transformers-cb.log"))
         before = os.getloadavg()[0]
-        rows = {server.name: measure(server, args.clients, args.requests, args.max_tokens) for server in servers}
+        rows = {}
+        with servers[0]:
+            latency = run_latency(servers[0])
+        for server in servers:
+            rows[server.name] = measure(server, args.clients, args.requests, args.max_tokens)
         load = f"{before:.1f} before, {os.getloadavg()[0]:.1f} after (other work on the machine shows as spread)"
-    section = render(rows, params, args, load)
+    section = render(rows, params, args, load, latency)
     print(section)
     if not args.no_write:
         write_section(SECTION, section)

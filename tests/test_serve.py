@@ -64,7 +64,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("serve")
     cache, config_file = root / "hub", root / "config.toml"
-    config_file.write_text(f'[models.tiny]\nid = "{TINY_MODEL_ID}"\n')
+    # `echo` is the second model on the example plugin's backend: a third party's, which does not batch.
+    config_file.write_text(f'[models.tiny]\nid = "{TINY_MODEL_ID}"\n\n[models.echo]\nid = "{SECOND_ID}"\nbackend = "example"\n')
     environ = {"HF_HUB_CACHE": str(cache), "MODELMGR_CONFIG": str(config_file)}
     with LocalHub() as hub:
         hub.add_repo(TINY_MODEL_ID, tiny_model_files())
@@ -168,6 +169,32 @@ def test_eight_concurrent_streams_each_get_their_own_text(served: Served) -> Non
     assert [got.get(i) for i in range(8)] == alone  # batched, each stream is exactly its own reply
     assert max(in_flight) > 1, "the streams ran together, not one after another"
     assert served.ps()[0]["max_batch"] == 8
+
+
+def test_a_backend_that_does_not_batch_takes_its_requests_in_turn(served: Served) -> None:
+    pytest.importorskip("modelmgr_example")
+    got: dict[int, str] = {}
+
+    def ask(index: int) -> None:
+        reply = served.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": f"one two {index}"}])
+        got[index] = reply.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert got == {i: f"{i} two one" for i in range(4)}
+    echo = [m for m in served.ps() if m["name"] == "echo"]
+    assert echo and (echo[0]["backend"], echo[0]["max_batch"]) == ("example", 1)
+    assert stop_via_api(served, "echo")
+
+
+def stop_via_api(served: Served, name: str) -> bool:
+    from modelmgr.serve.client import Client
+    from modelmgr.serve.settings import Address
+
+    return Client(Address("127.0.0.1", served.port), KEY).stop(name) == "unloaded"
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(served: Served) -> None:
