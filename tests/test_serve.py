@@ -64,7 +64,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("serve")
     cache, config_file = root / "hub", root / "config.toml"
-    config_file.write_text(f'[models.tiny]\nid = "{TINY_MODEL_ID}"\n')
+    # `echo` is the second model on the example plugin's backend: a third party's, which does not batch.
+    config_file.write_text(f'[models.tiny]\nid = "{TINY_MODEL_ID}"\n\n[models.echo]\nid = "{SECOND_ID}"\nbackend = "example"\n')
     environ = {"HF_HUB_CACHE": str(cache), "MODELMGR_CONFIG": str(config_file)}
     with LocalHub() as hub:
         hub.add_repo(TINY_MODEL_ID, tiny_model_files())
@@ -100,8 +101,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
             process.wait(timeout=5)
 
 
-def chat(served: Served, messages=QUESTION, *, max_tokens: int = 12, **kwargs) -> str:
-    reply = served.client().chat.completions.create(model=TINY_MODEL_ID, messages=messages, temperature=0, max_tokens=max_tokens, **kwargs)
+def chat(served: Served, messages=QUESTION, *, max_tokens: int = 12, temperature: float = 0, **kwargs) -> str:
+    reply = served.client().chat.completions.create(model=TINY_MODEL_ID, messages=messages, temperature=temperature,
+                                                    max_tokens=max_tokens, **kwargs)
     return reply.choices[0].message.content
 
 
@@ -134,6 +136,9 @@ def test_chat_streamed_and_text_completions(served: Served) -> None:
     assert completion.choices[0].text and completion.usage.completion_tokens == 6
     assert completion.usage.prompt_tokens < reply.usage.prompt_tokens  # raw text: no chat template around it
 
+    sampled = [chat(served, temperature=1.0, seed=seed) for seed in (7, 7, 8)]
+    assert sampled[0] == sampled[1] != sampled[2]  # a seed repeats a sampled reply, in a batch too
+
     stopped = client.chat.completions.create(model=TINY_MODEL_ID, messages=QUESTION, temperature=0, max_tokens=12, stop=[text[3:6]])
     assert stopped.choices[0].message.content == text[:3] and stopped.choices[0].finish_reason == "stop"
 
@@ -164,6 +169,32 @@ def test_eight_concurrent_streams_each_get_their_own_text(served: Served) -> Non
     assert [got.get(i) for i in range(8)] == alone  # batched, each stream is exactly its own reply
     assert max(in_flight) > 1, "the streams ran together, not one after another"
     assert served.ps()[0]["max_batch"] == 8
+
+
+def test_a_backend_that_does_not_batch_takes_its_requests_in_turn(served: Served) -> None:
+    pytest.importorskip("modelmgr_example")
+    got: dict[int, str] = {}
+
+    def ask(index: int) -> None:
+        reply = served.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": f"one two {index}"}])
+        got[index] = reply.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert got == {i: f"{i} two one" for i in range(4)}
+    echo = [m for m in served.ps() if m["name"] == "echo"]
+    assert echo and (echo[0]["backend"], echo[0]["max_batch"]) == ("example", 1)
+    assert stop_via_api(served, "echo")
+
+
+def stop_via_api(served: Served, name: str) -> bool:
+    from modelmgr.serve.client import Client
+    from modelmgr.serve.settings import Address
+
+    return Client(Address("127.0.0.1", served.port), KEY).stop(name) == "unloaded"
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(served: Served) -> None:
@@ -258,6 +289,10 @@ def test_run_goes_through_a_running_server(served: Served) -> None:
     # bound here is generous and the measure goes to the test's output.
     print(f"\nmodelmgr run through the server: first token {to_first:.3f} s after the process started")
     assert to_first < 10
+    as_json = subprocess.run([*args, "--json"], env=served.env, capture_output=True, timeout=60)
+    data = json.loads(as_json.stdout)
+    assert data["reply"] == expected and (data["backend"], data["device"], data["dtype"]) == ("cpu", "cpu", "float32")
+    assert data["completion_tokens"] == 12 and data["time_to_first_token"] > 0
     alone = subprocess.run([*args, "--no-server"], env=served.env, capture_output=True, timeout=120)
     assert alone.returncode == 0 and b"Loading" in alone.stderr and alone.stdout.decode() == expected + "\n"
 

@@ -149,7 +149,12 @@ class Scheduler:
             if not self.settings.pull:
                 raise _not_found(name, f"{name} is not in this server's cache. Pull it first: modelmgr pull {ref}")
             return f"pull:{ref}", str(ref)
-        return str(cached.path), str(ref)
+        return str(cached.path) + self._how(name), str(ref)
+
+    def _how(self, name: str) -> str:
+        """An alias may load its snapshot on another backend or dtype: that is another runner."""
+        alias = self.config.models.get(name)
+        return f"|{alias.backend or ''}|{alias.dtype or ''}" if alias and (alias.backend or alias.dtype) else ""
 
     async def _runner(self, name: str) -> Runner:
         key, _ = await asyncio.to_thread(self._resolve, name)
@@ -170,7 +175,7 @@ class Scheduler:
         from modelmgr.project.refs import parse_ref
 
         try:
-            return str(ensure_snapshot(parse_ref(name, aliases=self.config.aliases()), self.config).path)
+            return str(ensure_snapshot(parse_ref(name, aliases=self.config.aliases()), self.config).path) + self._how(name)
         except ModelmgrError as exc:
             raise _not_found(name, f"could not pull {name}: {exc}") from None
 

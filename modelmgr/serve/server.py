@@ -1,6 +1,7 @@
 """Run the application on uvicorn until Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING, Callable
 
@@ -31,6 +32,12 @@ def bind(settings: "ServeSettings") -> socket.socket:
 
 
 def run_server(config: "Config", settings: "ServeSettings", sock: socket.socket, *, announce: Callable[[str], None]) -> None:
+    # OpenMP's default lets torch's threads spin while they wait for each other. A server shares
+    # its machine (its clients, other services); when a sibling thread is descheduled, a batched
+    # matmul's threads spin waiting for it: on a busy 2-core machine a [4 x 1024] x [1024 x 2560]
+    # matmul took 10-20 ms spinning and under 1 ms passive. Must be set before torch loads
+    # (at the first model load); a value the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import uvicorn
 
