@@ -64,7 +64,6 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     """
     from modelmgr.run.api import GenerationSettings
     from modelmgr.run.plan import plan_load
-    from modelmgr.run.chat import ChatSession, chat_loop, complete
     from modelmgr.units import format_size
 
     config = get_config(
@@ -88,7 +87,8 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
         if remote is not None:
             status(f"Using the server at {remote.client.address.client_url} (--no-server to load here).")
             _reply(remote, remote.loaded(), ref, None, prompt, interactive, as_json,
-                   GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed), system)
+                   GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed), system,
+                   info=None)
             return
 
     with pull_progress(not as_json, bars=config.progress) as on_event:
@@ -106,10 +106,11 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     status(f"Loaded in {loaded.load_seconds:.1f} s on {loaded.device} ({loaded.dtype}).")
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    _reply(plan.backend, loaded, plan.label, plan.commit, prompt, interactive, as_json, settings, system)
+    _reply(plan.backend, loaded, plan.label, plan.commit, prompt, interactive, as_json, settings, system, info=plan.info)
 
 
-def _reply(backend, loaded, label, commit, prompt, interactive, as_json, settings, system) -> None:
+def _reply(backend, loaded, label, commit, prompt, interactive, as_json, settings, system, *, info) -> None:
+    """Answer or chat with a loaded model; ``info`` is what was read of its files (None on a server)."""
     from modelmgr.run.chat import ChatSession, chat_loop, complete
 
     session = ChatSession(backend, loaded, settings, system=system)
@@ -130,8 +131,8 @@ def _reply(backend, loaded, label, commit, prompt, interactive, as_json, setting
             "backend": loaded.backend_name,
             "device": loaded.device,
             "dtype": loaded.dtype,
-            "format": plan.info.weight_format,
-            "quantization": plan.info.quantization,
+            "format": info.weight_format if info is not None else None,
+            "quantization": info.quantization if info is not None else None,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
             "load_seconds": round(loaded.load_seconds, 3),
