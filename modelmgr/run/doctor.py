@@ -12,7 +12,6 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from modelmgr._version import __version__

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 from modelmgr.errors import BackendError
 from modelmgr.fetch.quants import choose_quant, gguf_groups
 from modelmgr.run.ggufheader import GGUFHeader, read_gguf_header
-from modelmgr.run.modelinfo import ModelInfo, TensorCounts
+from modelmgr.run.info import ModelInfo, TensorCounts
 
 _EMBEDDINGS = ("token_embd.", "output.", "position_embd.")
 

@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from modelmgr.errors import BackendError
+from modelmgr.run.info import DEFAULT_CONTEXT_CAP, ModelInfo, TensorCounts  # noqa: F401 - ModelInfo: re-exported
 
 # A real header is a few hundred kB even for thousands of tensors; anything past this is not one.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-# Context assumed for the KV cache when the user does not say: the model's own, capped, because a
-# 128k-token cache would dwarf the weights and nobody chatting at a prompt comes near it.
-DEFAULT_CONTEXT_CAP = 4096
 
 BYTES_PER_DTYPE = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 _SAFETENSORS_DTYPES = {
@@ -32,80 +30,6 @@ _SAFETENSORS_DTYPES = {
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "max_seq_len", "n_ctx")
-
-
-@dataclass(frozen=True)
-class TensorCounts:
-    """Parameters split the way 8-bit quantization treats them: bitsandbytes converts the 2-D
-    weights of linear layers and leaves embeddings, the output head, norms and biases alone."""
-
-    linear: int = 0
-    embedding: int = 0
-    other: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.linear + self.embedding + self.other
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: Path
-    architecture: str | None
-    model_type: str | None
-    parameters: TensorCounts
-    parameter_source: str  # "safetensors headers", "GGUF header", "config.json (approximate)" or "file size (approximate)"
-    context_length: int | None
-    stored_dtype: str | None
-    num_layers: int | None
-    num_kv_heads: int | None
-    head_dim: int | None
-    files: tuple[tuple[str, int], ...]  # every file of the snapshot: (relative path, bytes)
-    weight_files: tuple[str, ...]
-    weight_format: str | None  # "safetensors", "pickle", "gguf" or None when there are no weights
-    has_remote_code: bool  # config.json has auto_map: loading may run the repository's Python
-    quantization: str | None  # quantization_config.quant_method of a pre-quantized checkpoint; a GGUF's "Q4_K_M"
-    config: Mapping[str, Any]  # config.json; for a GGUF, its header's scalar metadata
-    chat_template: str | None = None  # a GGUF's tokenizer.chat_template (transformers models keep theirs in files)
-    tokenizer_model: str | None = None  # a GGUF's tokenizer.ggml.model: "gpt2", "llama", ...
-
-    @property
-    def parameter_count(self) -> int:
-        return self.parameters.total
-
-    @property
-    def total_size(self) -> int:
-        return sum(size for _, size in self.files)
-
-    @property
-    def weights_size(self) -> int:
-        names = set(self.weight_files)
-        return sum(size for name, size in self.files if name in names)
-
-    def default_context(self, requested: int | None = None) -> int:
-        if requested:
-            return requested
-        return min(self.context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "architecture": self.architecture,
-            "model_type": self.model_type,
-            "parameters": self.parameter_count,
-            "parameter_source": self.parameter_source,
-            "context_length": self.context_length,
-            "stored_dtype": self.stored_dtype,
-            "format": self.weight_format,
-            "weight_format": self.weight_format,
-            "weight_files": list(self.weight_files),
-            "files": len(self.files),
-            "size": self.total_size,
-            "has_remote_code": self.has_remote_code,
-            "quantization": self.quantization,
-            "tokenizer_model": self.tokenizer_model,
-            "has_chat_template": bool(self.chat_template) if self.weight_format == "gguf" else None,
-        }
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -226,7 +150,7 @@ def read_model_info(path: Path, *, quant: str | None = None) -> ModelInfo:
     weight_files, weight_format = _weight_files(path, [name for name, _ in files])
     has_gguf = any(name.lower().endswith(".gguf") and "/" not in name for name, _ in files)
     if quant is not None or has_gguf and not weight_files:
-        from modelmgr.run.ggufinfo import gguf_model_info  # it imports this module
+        from modelmgr.run.ggufinfo import gguf_model_info  # numpy-free, but only GGUF folders need it
 
         return gguf_model_info(path, files, quant)
     if not config_path.is_file():

@@ -96,12 +96,12 @@ class LocalCdn:
         scheme = "https" if self.tls is not None else "http"
         return f"{scheme}://{self._hub.host}:{self._port}"
 
-    def start(self) -> None:
-        from modelmgr.testing.server import _CdnHandler, _Server
-
+    def start(self, *, server_class: Any, handler: Any) -> None:
+        """Listen with the LocalHub's own server and a handler that serves bytes only (passed in
+        by the hub, so this module never imports the one that imports it)."""
         if self._server is not None:
             return
-        self._server = _Server((self._hub.host, self._port), self, handler=_CdnHandler, tls=self.tls)
+        self._server = server_class((self._hub.host, self._port), self, handler=handler, tls=self.tls)
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="LocalCdn", daemon=True)

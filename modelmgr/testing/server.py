@@ -372,7 +372,7 @@ class LocalHub:
         if self._server is not None:
             return self
         if self.cdn is not None:
-            self.cdn.start()
+            self.cdn.start(server_class=_Server, handler=_CdnHandler)
         self._server = _Server((self.host, self._port), self, tls=self.tls)
         # Remember the port, so a stopped Hub comes back at the same address.
         self._port = self._server.server_address[1]
