@@ -7,7 +7,7 @@ with the tiny test model's tokenizer and chat template. Its F16 GGUF is written 
 modelmgr.testing's converter (the one whose greedy output the tests check against transformers);
 Q8_0 and Q4_0 are made from the F16 by llama.cpp's own quantizer (llama_model_quantize), as a
 user's would be. Each configuration runs in a fresh process: load, one short warm-up reply, then
-three measured greedy replies of max_new_tokens (the best is shown); decode tokens/s excludes the first token, which
+at least three measured greedy replies of max_new_tokens (the best is shown); decode tokens/s excludes the first token, which
 is time to first token (the prompt's processing).
 """
 from __future__ import annotations
@@ -23,7 +23,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-REPLIES = 3
+REPLIES = 3  # at least; fast configurations reply up to MAX_REPLIES times within BUSY_SECONDS
+MAX_REPLIES, BUSY_SECONDS = 10, 10.0
 SECTION = "## Backends side by side: transformers and llama.cpp on one model"
 MESSAGES = [{"role": "user", "content": "Tell me about the river and the green stone."}]
 SHAPE = {"hidden_size": 1024, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 16, "num_key_value_heads": 16}
@@ -125,23 +126,29 @@ def child(kind: str, argument: str, root: str, max_new_tokens: int) -> None:
 
     reply(4)  # warm-up: first-call costs (allocations, kernels picked) are not decoding speed
     # The best of a few replies: on a shared machine other processes only ever slow a run down.
-    runs = [reply(max_new_tokens) for _ in range(REPLIES)]
+    runs, began = [], time.perf_counter()
+    while len(runs) < REPLIES or len(runs) < MAX_REPLIES and time.perf_counter() - began < BUSY_SECONDS:
+        runs.append(reply(max_new_tokens))
     measured = {**max(runs, key=lambda run: run["tps"]), "ttft": min(run["ttft"] for run in runs)}
     peak = int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
     print(json.dumps({**measured, "load": load, "rss": _rss() - base, "anon": _anon() - base_anon, "peak": peak - base}))
 
 
 def run_all(root: Path, max_new_tokens: int, script: str) -> list[dict]:
-    rows = []
-    for label, kind, argument in CONFIGS:
+    """Every configuration once, then the two Q4_0 rows again in the other order (A B, B A), so
+    the comparison that must hold within 5% is not decided by when the machine was busy."""
+    rows: dict[str, dict] = {}
+    again = [config for config in CONFIGS if config[2] in ("Q4_0", "llamacpp:auto:Q4_0")][::-1]
+    for label, kind, argument in [*CONFIGS, *again]:
         out = subprocess.run([sys.executable, script, "--side-child", kind, argument, str(root), "--max-new-tokens", str(max_new_tokens)],
                              capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"{label} failed:\n{out.stderr[-3000:]}")
         row = {"label": label, **json.loads(out.stdout.strip().splitlines()[-1])}
-        rows.append(row)
         print(f"  {label:28}: ttft {row['ttft'] * 1000:6.0f} ms  {row['tps']:6.1f} tok/s  +{row['rss'] / 1e6:.0f} MB  ({row['tokens']} tokens)", file=sys.stderr)
-    return rows
+        if label not in rows or row["tps"] > rows[label]["tps"]:
+            rows[label] = {**row, "ttft": min(row["ttft"], rows.get(label, row)["ttft"])}
+    return [rows[label] for label, _, _ in CONFIGS]
 
 
 def render(rows: list[dict], params: int, max_new_tokens: int, load: str) -> str:
@@ -161,8 +168,9 @@ def render(rows: list[dict], params: int, max_new_tokens: int, load: str) -> str
         f"bitsandbytes {metadata.version('bitsandbytes')}, llama-cpp-python {llama_cpp.__version__} (built from source, CPU only). "
         f"Model: a seeded random Llama of {params / 1e6:.0f}M parameters (hidden {SHAPE['hidden_size']}, {SHAPE['num_hidden_layers']} layers, "
         f"{SHAPE['num_attention_heads']} heads); the GGUF F16 written by modelmgr.testing's converter, Q8_0 and Q4_0 by llama.cpp's quantizer. "
-        f"Greedy, {max_new_tokens} new tokens; each row in a fresh process: load, a 4-token warm-up, then {REPLIES} replies, "
-        f"of which the fastest decode and the shortest time to first token are shown (the machine is shared); "
+        f"Greedy, {max_new_tokens} new tokens; each row in a fresh process: load, a 4-token warm-up, then at least {REPLIES} replies "
+        f"(up to {MAX_REPLIES} within {BUSY_SECONDS:.0f} s), of which the fastest decode and the shortest time to first token are shown, "
+        f"since the machine is shared; the two Q4_0 rows ran twice, in both orders, best kept; "
         f"load average {load}.",
         "",
         "| backend | decode tokens/s | time to first token | load | resident growth | of it not file-backed | vs cpu float32 |",
