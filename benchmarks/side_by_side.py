@@ -212,6 +212,7 @@ def render(rows: list[dict], params: int, max_new_tokens: int, load: str) -> str
         f"{'both produced the same greedy tokens and text (but for U+FFFD where llama-cpp-python drops invalid UTF-8 bytes)' if same else 'their greedy texts differ'}. "
         "llama.cpp's threads wait for each other at every step, so it loses far more than transformers when other processes "
         "take the cores: the gap between its best and median runs is the machine's other load, not the configuration. "
+        "Both decode with the same `Llama.generate` loop; what differs is the Python each does per token around it (llama-cpp-python's streaming chat completion builds a response chunk and checks stop strings for every token; modelmgr's backend detokenizes one token and checks for an end-of-generation token), which is why plain can be the slower one. "
         "Plain llama-cpp-python is `Llama(path, n_ctx=2048, n_threads=cores)` + `create_chat_completion(stream=True, temperature=0)`, "
         "with the thread count modelmgr picks (one per physical core; the library's default is half the logical CPUs). "
         "The modelmgr rows go through `plan_load` + `LoadPlan.load` + `chat.complete`, as `modelmgr run` does.",
