@@ -269,7 +269,11 @@ def main() -> int:
     if args.side_child:
         import side_by_side
 
-        side_by_side.child(*args.side_child, args.max_new_tokens)
+        kind, argument, root = args.side_child
+        if kind == "speed":
+            side_by_side.speed_child(root, args.max_new_tokens)
+        else:
+            side_by_side.memory_child(kind, argument, root, args.max_new_tokens)
         return 0
     if args.only != "transformers":
         side = run_side_by_side(args.max_new_tokens, write=not args.no_write)

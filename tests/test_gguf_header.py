@@ -76,11 +76,12 @@ def test_a_real_header(tiny_gguf_dir: Path) -> None:
     assert head.get("tokenizer.ggml.model") == "gpt2" and "<|im_start|>" in head.get("tokenizer.chat_template")
 
 
-def test_show_of_a_hostile_gguf_is_one_line_and_exit_1(capsys, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [("show",), ("run", "hello", "--json"), ("run", "hello")])
+def test_a_hostile_gguf_is_one_line_and_exit_1(capsys, tmp_path: Path, command: tuple[str, ...]) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "model-Q4_0.gguf").write_bytes(HOSTILE["tensor count 2**60"])
-    outcome = cli(capsys, "show", str(folder))
+    outcome = cli(capsys, command[0], str(folder), *command[1:])
     assert outcome.code == 1
     lines = outcome.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and "the tensor count is 1152921504606846976" in lines[0]

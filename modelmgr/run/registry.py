@@ -75,9 +75,12 @@ class BackendStatus:
     reason: str
     device: str | None
     free: int | None
+    formats: tuple[str, ...] | None = None  # the weight formats it loads (None: any)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["formats"] = list(self.formats) if self.formats is not None else None
+        return data
 
 
 def backend_statuses(registry: Registry | None = None) -> list[BackendStatus]:
@@ -102,7 +105,7 @@ def backend_statuses(registry: Registry | None = None) -> list[BackendStatus]:
                 pass
         statuses.append(BackendStatus(
             name, backend.description, plugin, info.source if info else "registered in code",
-            availability.ok, availability.reason, device, free,
+            availability.ok, availability.reason, device, free, getattr(backend, "weight_formats", None),
         ))
     statuses.sort(key=lambda status: status.source != "built-in")  # stable: registration order within
     return statuses

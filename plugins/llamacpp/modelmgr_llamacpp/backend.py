@@ -70,7 +70,7 @@ class LlamaCppBackend(Backend):
         )
         return LoadedModel(
             model=model, tokenizer=model, backend_name=self.name,
-            device="cuda" if on_gpu else f"cpu ({threads} threads)", dtype=info.quantization or "gguf",
+            device="cuda" if on_gpu else f"cpu, {threads} threads", dtype=info.quantization or "gguf",
         )
 
     def _fits_gpu(self, info: ModelInfo, options: LoadOptions) -> bool:

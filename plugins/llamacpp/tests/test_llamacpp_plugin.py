@@ -49,7 +49,7 @@ def test_run_a_tag_streams_a_reply_on_llamacpp(gguf_hub) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout.strip()
     assert f"Loading {TINY_GGUF_ID}:Q4_0 on llamacpp (Q4_0)" in result.stderr
-    assert "tokens/s on llamacpp (cpu (" in result.stderr
+    assert "tokens/s on llamacpp (cpu, " in result.stderr and " threads, Q4_0)." in result.stderr
     fetched = sorted(r.path.rsplit("/", 1)[-1] for r in gguf_hub.requests if "/resolve/" in r.path and r.method == "GET")
     assert fetched == ["tiny-llama-Q4_0.gguf"]
 
