@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 # a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+# llama-cpp-python builds llama.cpp from source (cmake, gcc; ~6 min on 2 cores the first time,
+# then pip's wheel cache makes it seconds). Pinned so CI reuses the cached wheel.
+LLAMA_CPP ?= llama-cpp-python==0.3.36
 
 # olah (a self-hosted Hub mirror) is a server the tests run modelmgr against, not a dependency:
 # it gets its own venv. Its dependencies (fastapi, uvicorn, GitPython, huggingface_hub, ...) pull
@@ -14,14 +17,23 @@ PYTEST_ARGS ?=
 OLAH_VENV ?= .venv-olah
 OLAH ?= olah==0.5.4
 
-.PHONY: demo test bench clean olah-venv
+.PHONY: demo test bench clean olah-venv gguf-venv
 
 $(VENV)/.installed: pyproject.toml plugins/example/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[run,int8,test]" -e plugins/example
+	$(PY) -m pip install -q -e ".[run,int8,serve,test]" -e plugins/example
 	touch $@
+
+# The GGUF backend (plugins/llamacpp) and its runtime, apart from the base install so that
+# `make demo` does not wait for a llama.cpp build.
+$(VENV)/.gguf-installed: $(VENV)/.installed plugins/llamacpp/pyproject.toml
+	$(PY) -m pip install -q "$(LLAMA_CPP)"
+	$(PY) -m pip install -q -e ".[gguf]" -e plugins/llamacpp
+	touch $@
+
+gguf-venv: $(VENV)/.gguf-installed
 
 demo: $(VENV)/.installed
 	$(PY) -m modelmgr.testing.demo
@@ -35,13 +47,16 @@ $(OLAH_VENV)/.installed:
 olah-venv: $(OLAH_VENV)/.installed
 
 # tests/test_olah.py uses .venv-olah; in CI (CI=true) it fails rather than skips without it.
-test: $(VENV)/.installed $(OLAH_VENV)/.installed
+test: $(VENV)/.gguf-installed $(OLAH_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.gguf-installed
 	$(PY) benchmarks/bench_list.py
 	$(PY) benchmarks/bench_pull.py
 	$(PY) benchmarks/bench_run.py
+	# transformers serve, the baseline of bench_serve, needs fastapi and pydantic besides the serve extra.
+	$(PY) -m pip install -q fastapi
+	$(PY) benchmarks/bench_serve.py
 
 clean:
 	rm -rf $(VENV) $(OLAH_VENV) .pytest_cache

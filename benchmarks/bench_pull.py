@@ -11,13 +11,15 @@ rounds of wall time, MB/s (decimal, of all bytes
 fetched), CPU seconds (user + system, from ``getrusage(RUSAGE_CHILDREN)`` deltas around the
 subprocess) and peak RSS (``ru_maxrss`` of that child, from ``wait4``; the children are started
 by a small launcher process, whose own RSS a child would otherwise inherit as its starting peak). curl fetches only the
-shards, four processes at once, each writing its own file: its CPU and RSS are the sums.
+shards, one process per shard at once, each writing its own file: its CPU and RSS are the sums.
 
 The LocalHub serves from this process (``sendfile`` uncapped; a Python loop when capped), so its
 CPU is not in any tool's figures but competes with them on a small machine.
 
     python benchmarks/bench_pull.py          # 4 x 512 MiB; 3 rounds uncapped, 2 capped: about 3.5 minutes
     python benchmarks/bench_pull.py --size-mib 64 --rounds 1 --capped-rounds 1 --no-write
+    python benchmarks/bench_pull.py --shape medium   # files of 20, 30, 40, 50 and 60 MB, its own section
+    python benchmarks/bench_pull.py --shape medium --min-part-mib 8 --no-write   # try another part size
 """
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ from report import write_section  # noqa: E402 - benchmarks/ is on sys.path when
 
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## modelmgr pull vs snapshot_download"
+MEDIUM_SECTION = "## modelmgr pull vs snapshot_download, files of 20-60 MB"
+MEDIUM_SIZES = (20_000_000, 30_000_000, 40_000_000, 50_000_000, 60_000_000)  # --shape medium
 REPO = "bench-org/bench-model"
 CAP = 20_000_000  # bytes per second per connection in the capped scenario
 TOOLS = ("modelmgr", "snapshot_download", "curl")
@@ -62,20 +66,21 @@ snapshot_download(sys.argv[1], cache_dir=sys.argv[2], endpoint=sys.argv[3], max_
 """
 
 
-def build_repo(folder: Path, files: int, size_mib: int) -> int:
-    """Write the repo; returns its total size in bytes."""
+def build_repo(folder: Path, sizes: list[int]) -> int:
+    """Write the repo, one shard of each size in bytes; returns its total size in bytes."""
     folder.mkdir(parents=True)
+    files = len(sizes)
     names = [f"model-{i + 1:05d}-of-{files:05d}.safetensors" for i in range(files)]
     block = 16 * 1024 * 1024
-    for name in names:
+    for name, size in zip(names, sizes):
         with open(folder / name, "wb") as handle:
-            left = size_mib * 1024 * 1024
+            left = size
             while left:
                 handle.write(os.urandom(min(block, left)))
                 left -= min(block, left)
     contents = dict(SMALL_FILES)
     contents["model.safetensors.index.json"] = json.dumps(
-        {"metadata": {"total_size": files * size_mib * 1024 * 1024}, "weight_map": {f"layer.{i}": n for i, n in enumerate(names)}})
+        {"metadata": {"total_size": sum(sizes)}, "weight_map": {f"layer.{i}": n for i, n in enumerate(names)}})
     for name, text in contents.items():
         (folder / name).write_text(text)
     return sum(p.stat().st_size for p in folder.iterdir())
@@ -116,9 +121,23 @@ def run_measured(commands: list[list[str]], env: dict[str, str]) -> dict:
     return {"wall": result["wall"], "cpu": result["cpu"], "rss": sum(c["maxrss"] for c in result["children"])}
 
 
-def tool_commands(tool: str, hub: LocalHub, cache: Path, shards: list[str], connections: int) -> list[list[str]]:
+# modelmgr with another part size, for choosing one by measurement (not a setting users have).
+MODELMGR_WITH_PART = """
+import sys
+import modelmgr.fetch.parts
+modelmgr.fetch.parts.MIN_PART = int(sys.argv[1])  # the floor of parts.part_size
+from modelmgr.cli import main
+main(sys.argv[2:])
+"""
+
+
+def tool_commands(tool: str, hub: LocalHub, cache: Path, shards: list[str], connections: int,
+                  min_part: int | None = None) -> list[list[str]]:
     if tool == "modelmgr":
-        return [[sys.executable, "-m", "modelmgr", "pull", REPO, "--endpoint", hub.url, "--connections", str(connections)]]
+        pull = ["pull", REPO, "--endpoint", hub.url, "--connections", str(connections)]
+        if min_part is not None:
+            return [[sys.executable, "-c", MODELMGR_WITH_PART, str(min_part), *pull]]
+        return [[sys.executable, "-m", "modelmgr", *pull]]
     if tool == "snapshot_download":
         return [[sys.executable, "-c", SNAPSHOT_DOWNLOAD, REPO, str(cache), hub.url]]
     cache.mkdir(parents=True)
@@ -169,7 +188,8 @@ def measure(args, hub: LocalHub, source: Path, total: int, shard_bytes: int, wor
                 # The previous run's dirty pages (and the repo just written) would otherwise be
                 # flushed while this run works, charging its writeback to whichever tool is next.
                 os.sync()
-                measured = run_measured(tool_commands(tool, hub, cache, shards, args.connections), env)
+                min_part = args.min_part_mib * 1024 * 1024 if args.min_part_mib else None
+                measured = run_measured(tool_commands(tool, hub, cache, shards, args.connections, min_part), env)
                 check_result(tool, cache, source, shards)
                 measured["bytes"] = shard_bytes if tool == "curl" else total
                 if round_index:
@@ -209,12 +229,24 @@ def versions() -> str:
             f"huggingface_hub {metadata.version('huggingface_hub')}, curl {curl}")
 
 
-def render(results: list[dict], args, files: int, size_mib: int, total: int, command: str) -> str:
+def _count(n: int) -> str:
+    return {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}.get(n, str(n))
+
+
+def render(results: list[dict], args, sizes: list[int], total: int, command: str) -> str:
+    from modelmgr.fetch.parts import MIN_PART, SPREAD_PART
+
+    files = len(sizes)
+    min_part = args.min_part_mib * 1024 * 1024 if args.min_part_mib else MIN_PART
+    if len(set(sizes)) == 1:
+        shards = f"{files} random safetensors shards x {sizes[0] / 2**20:.0f} MiB"
+    else:
+        shards = f"{files} random safetensors shards of {', '.join(f'{s / 1e6:.0f}' for s in sizes)} MB"
     lines = [
-        SECTION, "",
+        MEDIUM_SECTION if args.shape == "medium" else SECTION, "",
         f"Measured {datetime.date.today().isoformat()} on {machine()}; {versions()}.",
         "",
-        f"One repo of {files} random safetensors shards x {size_mib} MiB plus 5 small files "
+        f"One repo of {shards} plus 5 small files "
         f"({total / 1e9:.2f} GB in all), served by the loopback LocalHub (modelmgr.testing) from this "
         "benchmark's own process. Each tool runs in its own subprocess with a fresh cache directory; "
         f"the tools alternate within each round ({args.rounds} uncapped after an untimed warm-up round, "
@@ -222,18 +254,19 @@ def render(results: list[dict], args, files: int, size_mib: int, total: int, com
         f"modelmgr: `python -m modelmgr pull --connections {args.connections}` (sha256 verified while streaming, "
         "disk writeback started behind the download and every blob fsynced before its rename). "
         "snapshot_download: `max_workers=8`, HF_HUB_DISABLE_XET=1, "
-        "progress bars off (it checks sizes, not hashes). curl: four `curl -o` processes at once, one per "
+        f"progress bars off (it checks sizes, not hashes). curl: {_count(files)} `curl -o` processes at once, one per "
         "shard (the small files skipped): the ceiling of plain HTTP on this machine.",
         "",
         "CPU = user + system seconds of the tool's process(es), from `getrusage(RUSAGE_CHILDREN)` deltas; "
-        "peak RSS = `ru_maxrss` of that process (summed over the four curls), each started from a small "
+        f"peak RSS = `ru_maxrss` of that process (summed over the {_count(files)} curls), each started from a small "
         "launcher process so that none inherits the benchmark's own RSS as its high-water mark. The LocalHub's own CPU "
         "(sendfile when uncapped, a Python loop when capped) is spent in the benchmark process and is in "
         "no row, but it competes for the same cores.",
         "",
         "Capped per connection, throughput follows the connections in flight: snapshot_download and curl "
         f"fetch each file over one connection ({files} shards: at most {files} x {CAP // 1_000_000} MB/s), modelmgr "
-        "splits each shard into ranges of at least 32 MiB and keeps `--connections` of them in flight "
+        f"splits each shard into ranges (the pull's bytes spread over its connections, {min_part / 2**20:g} to "
+        f"{SPREAD_PART / 2**20:g} MiB each) and keeps `--connections` of them in flight "
         f"({args.connections}: at most {args.connections} x {CAP // 1_000_000} MB/s). "
         "Uncapped on loopback, the cost is CPU and memory copies: modelmgr's figures include hashing "
         "every byte (a follower thread reading the written prefix back from the page cache) and the fsync.",
@@ -254,6 +287,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=512, help="size of each shard (default 512)")
     parser.add_argument("--files", type=int, default=4, help="number of shards (default 4)")
+    parser.add_argument("--shape", choices=("shards", "medium"), default="shards",
+                        help="shards: --files x --size-mib; medium: files of 20, 30, 40, 50 and 60 MB (its own section)")
+    parser.add_argument("--min-part-mib", type=int, default=None, help="run modelmgr with this part size (measuring only)")
     parser.add_argument("--rounds", type=int, default=3, help="timed runs of each tool uncapped (default 3)")
     parser.add_argument("--capped-rounds", type=int, default=2, help="runs of each tool capped; 0 skips it (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="modelmgr --connections (default 32, its own default)")
@@ -267,26 +303,29 @@ def main() -> int:
     command = "python benchmarks/bench_pull.py" + "".join(
         f" {flag} {value}" for flag, value, default in (
             ("--size-mib", args.size_mib, 512), ("--files", args.files, 4), ("--rounds", args.rounds, 3),
-            ("--capped-rounds", args.capped_rounds, 2), ("--connections", args.connections, 32)) if value != default)
+            ("--capped-rounds", args.capped_rounds, 2), ("--connections", args.connections, 32),
+            ("--shape", args.shape, "shards"), ("--min-part-mib", args.min_part_mib, None)) if value != default)
     with tempfile.TemporaryDirectory(prefix="bench-pull-", dir=args.workdir) as tmp:
         work = Path(tmp)
         source = work / "repo"
         started = time.perf_counter()
-        total = build_repo(source, args.files, args.size_mib)
-        shard_bytes = args.files * args.size_mib * 1024 * 1024
+        sizes = list(MEDIUM_SIZES) if args.shape == "medium" else [args.size_mib * 1024 * 1024] * args.files
+        total = build_repo(source, sizes)
+        shard_bytes = sum(sizes)
         with LocalHub() as hub:
             hub.add_repo(REPO, source)  # hashes every shard once
-            print(f"built {args.files} x {args.size_mib} MiB in {time.perf_counter() - started:.1f} s; serving at {hub.url}",
+            print(f"built {len(sizes)} shards, {shard_bytes / 1e6:.0f} MB, in {time.perf_counter() - started:.1f} s; serving at {hub.url}",
                   flush=True)
             results = measure(args, hub, source, total, shard_bytes, work)
             if hub.errors:
                 raise SystemExit("LocalHub errors:\n" + "\n".join(hub.errors))
-    text = render(results, args, args.files, args.size_mib, total, command)
+    text = render(results, args, sizes, total, command)
     print(text)
     print(f"total {time.perf_counter() - started:.0f} s", flush=True)
     if not args.no_write:
-        write_section(SECTION, text)
-        print(f"wrote the section {SECTION!r} of {DOC}")
+        section = MEDIUM_SECTION if args.shape == "medium" else SECTION
+        write_section(section, text)
+        print(f"wrote the section {section!r} of {DOC}")
     return 0
 
 

@@ -17,8 +17,13 @@ Memory: each backend loads in a fresh subprocess; reported are the resident-set 
 after the imports to after one reply, the peak (VmHWM) over the same baseline, and modelmgr's
 estimate for comparison.
 
-    python benchmarks/bench_run.py                   # about 2 minutes on 2 cores; writes docs/benchmarks.md
-    python benchmarks/bench_run.py --reps 2 --max-new-tokens 16 --no-write
+The second section (benchmarks/side_by_side.py) puts every CPU backend side by side on one
+~126M model: cpu float32 and bfloat16, int8, llamacpp on F16/Q8_0/Q4_0 GGUF files, and plain
+llama-cpp-python on the same Q4_0 file.
+
+    python benchmarks/bench_run.py                   # both sections, about 7 minutes on 2 cores; writes docs/benchmarks.md
+    python benchmarks/bench_run.py --only transformers --reps 2 --max-new-tokens 16 --no-write
+    python benchmarks/bench_run.py --only backends   # the side-by-side section only
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ MESSAGES = [{"role": "user", "content": "Tell me about the river and the green s
 SHAPE = {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12, "num_key_value_heads": 4}
 
 
-def build_bench_model(dest: Path, seed: int = 0) -> Path:
+def build_bench_model(dest: Path, seed: int = 0, shape: dict | None = None) -> Path:
     """The tiny model's tokenizer and template around a bigger seeded random Llama."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -54,7 +59,7 @@ def build_bench_model(dest: Path, seed: int = 0) -> Path:
     build_tiny_model(dest, seed=seed)  # tokenizer, template; its weights are replaced below
     tokenizer = AutoTokenizer.from_pretrained(dest)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=0.2, **SHAPE, **ids)
+    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=0.2, **(shape or SHAPE), **ids)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
@@ -254,11 +259,26 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--no-write", action="store_true", help="print the section, leave docs/benchmarks.md alone")
+    parser.add_argument("--only", choices=("transformers", "backends"), help="run one section (default: both)")
     parser.add_argument("--memory-child", nargs=2, metavar=("BACKEND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--side-child", nargs=3, metavar=("KIND", "ARG", "ROOT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child[1], args.memory_child[0], args.max_new_tokens)
         return 0
+    if args.side_child:
+        import side_by_side
+
+        kind, argument, root = args.side_child
+        if kind == "speed":
+            side_by_side.speed_child(root, args.max_new_tokens)
+        else:
+            side_by_side.memory_child(kind, argument, root, args.max_new_tokens)
+        return 0
+    if args.only != "transformers":
+        side = run_side_by_side(args.max_new_tokens, write=not args.no_write)
+        if args.only == "backends":
+            return side
 
     with tempfile.TemporaryDirectory(prefix="modelmgr-bench-") as tmp:
         # Keep the user's cache and config out of it: the model is a local folder anyway.
@@ -277,6 +297,28 @@ def main() -> int:
     print(section)
     if not args.no_write:
         write_section(SECTION, section)
+        print(f"written to {DOC.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+def run_side_by_side(max_new_tokens: int, *, write: bool) -> int:
+    import side_by_side
+
+    with tempfile.TemporaryDirectory(prefix="modelmgr-bench-side-") as tmp:
+        os.environ["MODELMGR_CONFIG"] = str(Path(tmp) / "config.toml")
+        (Path(tmp) / "config.toml").write_text("")
+        print("building the ~126M benchmark model and its GGUF files ...", file=sys.stderr)
+        hf, _ = side_by_side.build(Path(tmp))
+        from modelmgr.run.modelinfo import read_model_info
+
+        params = read_model_info(hf).parameter_count
+        before = os.getloadavg()[0]
+        rows = side_by_side.run_all(Path(tmp), max_new_tokens, __file__)
+        load = f"{before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    section = side_by_side.render(rows, params, max_new_tokens, load)
+    print(section)
+    if write:
+        write_section(side_by_side.SECTION, section)
         print(f"written to {DOC.relative_to(ROOT)}", file=sys.stderr)
     return 0
 

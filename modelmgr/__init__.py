@@ -44,7 +44,7 @@ _LAZY = {
 _ERRORS = (
     "ModelmgrError", "InvalidReference", "ConfigError", "HubError", "RepoNotFound", "RevisionNotFound",
     "EntryNotFound", "GatedRepo", "UnsafeServerResponse", "IntegrityError", "OfflineError", "NotCached",
-    "DiskSpaceError", "BackendError", "UnsafeModel",
+    "DiskSpaceError", "BackendError", "UnsafeModel", "TokenRejected", "TokenNotSent", "UnknownBackend",
 )
 __all__ = sorted([*_LAZY, *_ERRORS, "__version__"])
 

@@ -28,6 +28,11 @@ BUILTIN_COMMANDS = {
     "config": "config:config",
     "lock": "lock:lock",
     "sync": "lock:sync",
+    "serve": "serve:serve",
+    "ps": "ps:ps",
+    "stop": "stop:stop",
+    "search": "search:search",
+    "doctor": "doctor:doctor",
 }
 
 
@@ -80,11 +85,40 @@ def cli(debug: bool) -> None:
         import logging
 
         # Requests are logged as method, URL without its query string, and status: never headers.
-        handler = logging.StreamHandler()
+        handler = _debug_handler()
         handler.setFormatter(logging.Formatter("debug: %(name)s: %(message)s"))
         logger = logging.getLogger("modelmgr")
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
+
+
+def _debug_handler():
+    """A handler that writes to whatever sys.stderr is when a record comes, and that main()
+    removes when it ends: main() may run many times in one process (tests, embedding), each with
+    its own stderr. Defined here so that logging is imported only with --debug."""
+    import logging
+
+    class DebugHandler(logging.StreamHandler):
+        @property
+        def stream(self):  # type: ignore[override]
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
+    return DebugHandler()
+
+
+def _end_debug() -> None:
+    if "logging" not in sys.modules:
+        return
+    import logging
+
+    logger = logging.getLogger("modelmgr")
+    for handler in [h for h in logger.handlers if type(h).__name__ == "DebugHandler"]:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
 
 
 def _print_traceback() -> None:
@@ -136,4 +170,5 @@ def main(argv: list[str] | None = None) -> None:
             _print_traceback()
         click.echo(f"Error: unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.", err=True)
         code = 1
+    _end_debug()
     sys.exit(code or 0)

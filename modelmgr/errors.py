@@ -65,3 +65,21 @@ class BackendError(ModelmgrError):
 
 class UnsafeModel(ModelmgrError):
     """Loading would run remote code or unpickle weights without the user's consent."""
+
+
+class UnsafeCacheEntry(ModelmgrError):
+    """Something in the cache is not what modelmgr wrote there (a link, a FIFO, another user's file)."""
+
+
+class TokenRejected(HubError):
+    """The server refused the token itself: invalid, expired or revoked."""
+
+
+class TokenNotSent(HubError):
+    """The server wanted a token the user has, but the endpoint is not allowed to receive it."""
+
+
+class UnknownBackend(BackendError):
+    """A backend name that is not registered: a usage mistake, so exit code 2 as click gives."""
+
+    exit_code = 2

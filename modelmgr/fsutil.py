@@ -9,12 +9,15 @@ them. Outside setgid folders nothing changes.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
 from pathlib import Path
 
 _GROUP = stat.S_IRWXG
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a planted FIFO must not hang
 
 
 def _shared_group_bits(folder: Path) -> int:
@@ -79,15 +82,44 @@ def make_dirs(path: Path) -> None:
                 raise
 
 
+def _exclusive(path: Path, flags: int, mode: int) -> int:
+    """Create ``path`` anew, removing whatever (a link, a stale temporary) holds its name."""
+    try:
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
+    except FileExistsError:
+        _remove_entry(path)
+        return os.open(path, flags | os.O_CREAT | os.O_EXCL | _NOFOLLOW, mode)
+
+
+def _remove_entry(path: Path) -> None:
+    """Unlink a planted link or file; a folder or anything we may not remove is refused."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        from modelmgr.errors import UnsafeCacheEntry
+
+        raise UnsafeCacheEntry(
+            f"{path} is in the way and cannot be removed ({exc.strerror}): it is not a file modelmgr wrote. "
+            "Remove it by hand (or ask whoever owns it) and run the command again."
+        ) from None
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half."""
+    """Replace ``path`` with ``text`` so that readers see the old or the new file, never half.
+
+    The temporary name is predictable, so it is created exclusively and never through a link:
+    a link planted under it would otherwise send the text anywhere on disk.
+    """
     make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w") as handle:
+        fd = _exclusive(tmp, os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "w") as handle:
             handle.write(text)
         share_new(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # replaces a link at ``path`` itself, never its target
     except BaseException:
         try:
             tmp.unlink()
@@ -96,8 +128,48 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def open_shared(path: Path, flags: int, mode: int = 0o666) -> int:
-    """``os.open`` that shares a newly created file like its folder."""
-    fd = os.open(path, flags, mode)
+def open_shared(path: Path, flags: int, mode: int = 0o666, *, own: bool = True) -> int:
+    """``os.open`` for a file modelmgr writes inside a cache, shared like its folder.
+
+    The name is never followed: a link in its place (planted in a shared cache to make a pull
+    write model bytes, or create a file, elsewhere) is removed and a fresh file created. What is
+    opened must be a regular file; with ``own`` (data we write into), also one of our own: another
+    user's partial file is replaced rather than trusted. Lock files pass ``own=False``, since a
+    team shares them and only ever locks them.
+    """
+    from modelmgr.errors import UnsafeCacheEntry
+
+    base = flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC)
+    try:
+        fd = os.open(path, flags | _NOFOLLOW | _NONBLOCK, mode)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or not flags & os.O_CREAT:
+            raise
+        fd = _exclusive(path, base | _NONBLOCK, mode)  # a link: replace it by a file of our own
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise UnsafeCacheEntry(f"{path} is not a regular file (mode {stat.filemode(info.st_mode)}): "
+                               "something other than a pull put it there. Remove it and run the command again.")
+    if own and info.st_uid != os.geteuid() and flags & (os.O_WRONLY | os.O_RDWR):
+        os.close(fd)
+        if not flags & os.O_CREAT:
+            raise UnsafeCacheEntry(f"{path} belongs to another user (uid {info.st_uid}); modelmgr writes only into its own files.")
+        fd = _exclusive(path, base | _NONBLOCK, mode)
     share_new(path, fd=fd)
     return fd
+
+
+def read_small(path: str | os.PathLike, limit: int = 4096) -> str:
+    """The text of a small file read back from a cache (a ref, a state file), never through a
+    link and never blocking on a FIFO; ValueError when it is no regular file or not UTF-8."""
+    fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = os.read(fd, limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit} bytes")
+    return data.decode("utf-8")

@@ -50,3 +50,12 @@ def format_age(seconds: float) -> str:
         if seconds < limit:
             return f"{int(seconds // div)}{unit} ago"
     return f"{int(seconds // (86400 * 30))}mo ago"
+
+
+def format_count(count: int) -> str:
+    """1234567 -> "1.2M", as the Hub's pages show downloads and likes."""
+    for threshold, suffix in ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")):
+        if count >= threshold:
+            value = count / threshold
+            return f"{value:.1f}{suffix}" if value < 100 else f"{value:.0f}{suffix}"
+    return str(count)

@@ -10,7 +10,8 @@ from pathlib import Path
 import huggingface_hub
 import pytest
 
-from modelmgr.cache.scan import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, manifest_path, scan_cache, unique_size
+from modelmgr.cache.model import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, unique_size
+from modelmgr.cache.scan import scan_cache
 from modelmgr.errors import ModelmgrError, NotCached
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.cache.removal import delete_path, plan_removal, plan_removals
@@ -48,7 +49,7 @@ def build_repo(
 
 
 def write_manifest(paths: RepoPaths, commit: str, files: dict[str, bytes]) -> Path:
-    target = manifest_path(paths.root, commit)
+    target = paths.manifest(commit)
     target.parent.mkdir(parents=True, exist_ok=True)
     entries = [{"path": p, "size": len(c), "etag": hashlib.sha256(c).hexdigest()} for p, c in files.items()]
     target.write_text(json.dumps({"repo_id": paths.repo_id, "commit": commit, "files": entries}))
@@ -141,7 +142,7 @@ def test_huggingface_hub_tolerates_the_modelmgr_folder(cache: Path) -> None:
 def test_regular_file_in_a_snapshot_is_counted_and_reported(cache: Path) -> None:
     standard_cache(cache)
     info = scan_cache([cache])
-    assert any("regular file" in w and C1 in w for w in info.warnings)
+    assert any("regular file" in w.message and C1 in w.path for w in info.warnings)
 
 
 def test_bad_entries_become_warnings(cache: Path, tmp_path: Path) -> None:
@@ -161,7 +162,7 @@ def test_bad_entries_become_warnings(cache: Path, tmp_path: Path) -> None:
         info = scan_cache([cache])
     finally:
         os.chmod(locked.root, 0o755)
-    text = "\n".join(info.warnings)
+    text = "\n".join(w.message for w in info.warnings)
     assert "broken link" in text and "b.txt" in text
     assert "not-a-folder" in text
     assert "'gone'" in text and "no snapshot" in text
@@ -186,7 +187,7 @@ def test_unreadable_cache_and_missing_extra_dir(tmp_path: Path) -> None:
     info = scan_cache([tmp_path / "absent", file_cache, tmp_path / "also-absent"])
     assert info.repos == ()
     assert len(info.warnings) == 2  # the writable cache may simply not exist yet
-    assert "is a file" in info.warnings[0] and "does not exist" in info.warnings[1]
+    assert "is a file" in info.warnings[0].message and "does not exist" in info.warnings[1].message
 
 
 def test_incomplete_revision_from_manifest(cache: Path) -> None:
@@ -209,12 +210,12 @@ def test_incomplete_revision_from_manifest(cache: Path) -> None:
 
 def test_a_broken_manifest_is_a_warning(cache: Path) -> None:
     paths = build_repo(cache, "org/m", {C1: {"a.txt": b"a"}})
-    target = manifest_path(paths.root, C1)
+    target = paths.manifest(C1)
     target.parent.mkdir(parents=True)
     target.write_text("{not json")
     (target.parent / f"{C1}.json.123.tmp").write_text("half")  # a manifest being written: ignored
     info = scan_cache([cache])
-    assert len(info.warnings) == 1 and "not valid" in info.warnings[0]
+    assert len(info.warnings) == 1 and "not valid" in info.warnings[0].message
     assert not info.repos[0].revisions[0].incomplete
 
 
@@ -434,15 +435,16 @@ def summary(info) -> list[tuple]:
         (repo.display_id, repo.size_on_disk, repo.nb_files, str(repo.path),
          [(r.commit, sorted(r.refs), r.size_on_disk, r.nb_files, r.incomplete, r.missing, r.last_modified) for r in repo.revisions])
         for repo in info.repos
-    ] + [info.size_on_disk, sorted(info.warnings)]
+    ] + [info.size_on_disk, sorted(w.message for w in info.warnings)]
 
 
 @pytest.fixture
 def indexing(monkeypatch: pytest.MonkeyPatch):
     """Index repos however recent their folders are, and tell which repos the index served."""
     import modelmgr.cache.scan as cache_module
+    import modelmgr.cache.scan_index
 
-    monkeypatch.setattr(cache_module, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(modelmgr.cache.scan_index, "RACY_SECONDS", 0.0)
     rescanned: list[str] = []
     real = cache_module._scan_repo
 

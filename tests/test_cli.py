@@ -6,14 +6,14 @@ import sys
 
 from .helpers import cli
 
-HEAVY = ("torch", "transformers", "bitsandbytes", "huggingface_hub", "safetensors")
+HEAVY = ("torch", "transformers", "bitsandbytes", "huggingface_hub", "safetensors", "starlette", "uvicorn", "fastapi", "openai", "httpx")
 
 
 def test_help_lists_every_verb(capsys):
     outcome = cli(capsys, "--help")
     assert outcome.code == 0
     commands = outcome.out.split("Commands:", 1)[1]
-    for verb in ("pull", "list", "rm", "run", "show", "backends", "du", "prune", "verify", "config", "lock", "sync"):
+    for verb in ("pull", "list", "rm", "run", "show", "backends", "du", "prune", "verify", "config", "lock", "sync", "serve", "ps", "stop"):
         assert f"\n  {verb} " in commands, verb
 
 
@@ -32,5 +32,13 @@ def imported_after(*args: str) -> list[str]:
 
 
 def test_the_core_commands_import_no_heavy_library():
-    for args in (["--help"], ["list"], ["list", "--json"], ["rm", "org/name", "--dry-run"], ["du"], ["config", "show"]):
+    for args in (["--help"], ["list"], ["list", "--json"], ["rm", "org/name", "--dry-run"], ["du"], ["config", "show"],
+                 ["pull", "--help"], ["serve", "--help"], ["ps"], ["stop", "org/name"]):
         assert imported_after(*args) == "[]", args
+
+
+def test_ps_and_stop_without_a_server_say_so_in_one_line(capsys):
+    for args in (["ps"], ["stop", "org/name"]):
+        outcome = cli(capsys, *args)
+        assert outcome.code == 1 and outcome.err.count("\n") == 1, outcome.err
+        assert outcome.err.startswith("Error: no server answers at http://127.0.0.1:1") and "modelmgr serve" in outcome.err

@@ -112,9 +112,9 @@ def test_list_warns_on_stderr_and_never_crashes(cache: Path) -> None:
 
 
 def test_list_through_the_scan_index(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import modelmgr.cache.scan
+    import modelmgr.cache.scan_index
 
-    monkeypatch.setattr(modelmgr.cache.scan, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(modelmgr.cache.scan_index, "RACY_SECONDS", 0.0)
     build_repo(cache, "org/m", {C1: {"a": b"a" * 5}, C2: {"a": b"a" * 5, "b": b"b"}}, refs={"main": C2})
     first = invoke("list", "--json").stdout
     time.sleep(0.03)  # let the filesystem clock tick past the indexed timestamps

@@ -71,10 +71,29 @@ def test_not_enough_free_space_is_refused_before_the_first_byte_with_the_numbers
 
 
 def test_the_check_keeps_a_margin(capsys, monkeypatch, hub):
-    fake_free_space(monkeypatch, WEIGHTS + SMALL + pull_module.DISK_MARGIN - 1)
+    fake_free_space(monkeypatch, WEIGHTS + SMALL + pull_module.disk_margin(WEIGHTS + SMALL) - 1)
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 1
-    fake_free_space(monkeypatch, WEIGHTS + SMALL + pull_module.DISK_MARGIN)
+    fake_free_space(monkeypatch, WEIGHTS + SMALL + pull_module.disk_margin(WEIGHTS + SMALL))
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 0
+
+
+def test_a_small_pull_on_a_nearly_full_disk_is_not_refused_by_a_margin_larger_than_itself(capsys, monkeypatch, hub_factory, tmp_path):
+    # 650 kB to fetch, 42 MB free: the fixed 64 MB margin used to refuse it, saying it "needs
+    # 650 kB more, 42 MB is free".
+    small = small_repo(tmp_path / "small", weights=650_000, seed=9)
+    hub = serve(hub_factory, REPO, small)
+    fake_free_space(monkeypatch, 42_000_000)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+
+
+def test_a_refusal_because_of_the_margin_names_the_margin(capsys, monkeypatch, hub):
+    free = WEIGHTS + SMALL + 1
+    fake_free_space(monkeypatch, free)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
+    assert outcome.code == 1
+    margin = pull_module.disk_margin(WEIGHTS + SMALL)
+    assert f"plus a safety margin of {format_size(margin)}" in outcome.err, outcome.err
 
 
 def test_the_check_counts_only_the_bytes_still_missing(capsys, monkeypatch, hub, repo_dir):
@@ -84,7 +103,7 @@ def test_the_check_counts_only_the_bytes_still_missing(capsys, monkeypatch, hub,
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 1
     hub.clear_faults()
     # The small files are in the cache and half the weights are on disk: half is what is missing.
-    fake_free_space(monkeypatch, (WEIGHTS - half) + pull_module.DISK_MARGIN)
+    fake_free_space(monkeypatch, (WEIGHTS - half) + pull_module.disk_margin(WEIGHTS - half))
     outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
     assert outcome.code == 0, outcome.err
 

@@ -203,3 +203,33 @@ def test_core_modules_stay_small():
     exempt = {"modelmgr.testing.server"}
     long = {m: len(p.read_text().splitlines()) for m, p in SOURCES.items() if m not in exempt}
     assert {m: n for m, n in long.items() if n > 450} == {}
+
+
+# Libraries that cost seconds to import or belong to one command: never at a module's top level
+# in the core, so `--help`, `list`, `rm` and `pull` start at once. The server's app module is
+# imported only by `modelmgr serve`; modelmgr.testing is for tests and plugin authors.
+HEAVY = {"torch", "transformers", "bitsandbytes", "llama_cpp", "gguf", "numpy", "fastapi", "starlette",
+         "uvicorn", "openai", "httpx", "huggingface_hub", "safetensors"}
+SERVER_ONLY = {"modelmgr.serve.app"}
+
+
+def _module_level(node: ast.AST):
+    """Statements that run at import: the top level and the ``if``/``try``/``with`` blocks in it,
+    not function or class bodies (importing inside a function is the point), not TYPE_CHECKING."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) or _type_checking_block(child):
+            continue
+        yield child
+        yield from _module_level(child)
+
+
+def test_nothing_heavy_is_imported_at_module_level():
+    wrong = []
+    for module, path in SOURCES.items():
+        if module in SERVER_ONLY or layer_of(module) == "testing":
+            continue
+        for node in _module_level(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            wrong += [f"{module}:{node.lineno} imports {name}" for name in names if name.split(".")[0] in HEAVY]
+    assert wrong == []

@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
+from modelmgr.fetch import parts
 from modelmgr.fetch.download import state_file
 from modelmgr.cache.layout import RepoPaths
-from modelmgr.testing import IgnoreRange, ShortBody, Status
+from modelmgr.testing import IgnoreRange, RefuseRange, ShortBody, Status
 from modelmgr.units import format_size
 
 from .helpers import cli, run_modelmgr, hf_cache as cache, small_repo
 
 MiB = 1024 * 1024
 REPO = "org/resume"
-BIG = 64 * MiB  # two ranges with the default split (download.MIN_PART is 32 MiB)
-MEDIUM = 8 * MiB  # one range, but above download.SMALL_FILE, so it keeps resume state
+BIG = 64 * MiB  # several ranges with the default split (parts.part_size)
+MEDIUM = 8 * MiB  # one range (parts.MIN_PART), but above parts.SMALL_FILE, so it keeps resume state
 
 
 def make_repo(root: Path, weights: int, seed: int = 7) -> Path:
@@ -49,7 +50,7 @@ def sha256(path: Path) -> str:
 
 
 def weight_gets(hub) -> list:
-    return [r for r in hub.requests if r.method == "GET" and r.path.endswith("/model.safetensors")]
+    return hub.file_answers("model.safetensors")  # from the Hub itself, or from its CDN after a 302
 
 
 def requested_bytes(requests, size: int) -> int:
@@ -101,7 +102,7 @@ def test_kill_9_mid_transfer_then_the_next_pull_fetches_only_the_rest(hub_factor
     etag = sha256(big_dir / "model.safetensors")
     paths = RepoPaths(cache(), REPO)
     incomplete, state = paths.incomplete(etag), state_file(paths, etag)
-    hub.set_rate_limit(16_000_000)  # per connection: the 64 MiB file takes ~2 s over its 2 ranges
+    hub.set_rate_limit(4_000_000)  # per connection: the 64 MiB file takes ~2 s over its 8 ranges
     env = {**os.environ, "HF_ENDPOINT": hub.url}
     process = subprocess.Popen([sys.executable, "-m", "modelmgr", "pull", REPO], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -214,7 +215,39 @@ def test_multi_range_downloads_record_their_layout_before_the_first_byte(capsys,
     monkeypatch.setattr(download, "_write", spy)
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 0
     layout = seen[0]  # (two range threads may both have looked before either appended)
-    assert [(s, e) for s, e, _ in layout["parts"]] == [(0, BIG // 2), (BIG // 2, BIG)]
+    # A pull of 64 MiB over 32 connections: parts of parts.MIN_PART, written down before any byte.
+    step = parts.MIN_PART
+    assert [(s, e) for s, e, _ in layout["parts"]] == [(start, start + step) for start in range(0, BIG, step)]
+
+
+# -- resume state that is not what modelmgr wrote ---------------------------------------------------
+
+@pytest.mark.parametrize("state", [
+    "null", "[]", '"parts"', "{}",
+    '{"etag": "%(etag)s", "size": %(size)d, "parts": [[0, 1e400, 0]]}',
+    '{"etag": "%(etag)s", "size": 1e400, "parts": [[0, 1, 0]]}',
+    '{"etag": "%(etag)s", "size": %(size)d, "parts": "nope"}',
+    '{"etag": "%(etag)s", "size": %(size)d, "parts": [[0, %(size)d, true]]}',
+    '\xff\xfe not json',
+], ids=["null", "list", "string", "empty", "end-1e400", "size-1e400", "parts-string", "done-bool", "bytes"])
+def test_a_corrupt_resume_state_is_treated_as_absent_with_a_warning(capsys, hub_factory, medium_dir, state):
+    hub = hub_factory()
+    commit = hub.add_repo(REPO, medium_dir)
+    etag = sha256(medium_dir / "model.safetensors")
+    paths = RepoPaths(cache(), REPO)
+    paths.blobs.mkdir(parents=True)
+    paths.incomplete(etag).write_bytes(b"\0" * (MEDIUM // 2))
+    state_path = state_file(paths, etag)
+    state_path.parent.mkdir(parents=True)
+    state_path.write_bytes((state % {"etag": etag, "size": MEDIUM}).encode("latin-1"))
+    dry = cli(capsys, "pull", REPO, "--endpoint", hub.url, "--dry-run")
+    assert dry.code == 0, dry.err
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+    assert "resume state" in outcome.err and "starting the file over" in outcome.err, outcome.err
+    # The zeros on disk were not taken for a prefix: the whole file came over the network.
+    assert requested_bytes(weight_gets(hub), MEDIUM) == MEDIUM
+    assert_complete(medium_dir, commit, etag)
 
 
 # -- a server that ignores Range ----------------------------------------------------------------
@@ -243,6 +276,21 @@ def test_ignored_range_within_one_pull_starts_over(capsys, hub_factory, medium_d
     outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
     assert outcome.code == 0, outcome.err
     assert [r.status for r in weight_gets(hub)] == [200, 200, 200]
+    assert_complete(medium_dir, commit, etag)
+
+
+def test_a_resume_answered_416_starts_the_file_over_instead_of_failing_every_rerun(capsys, hub_factory, medium_dir):
+    hub = hub_factory()
+    commit = hub.add_repo(REPO, medium_dir)
+    etag = sha256(medium_dir / "model.safetensors")
+    half = interrupt_pull(capsys, hub, MEDIUM)
+    hub.add_fault(RefuseRange(), path="*/model.safetensors", times=None)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+    assert "refused a byte range (HTTP 416); starting the file over" in outcome.err
+    refused, whole = weight_gets(hub)
+    assert refused.headers["range"] == f"bytes={half}-{MEDIUM - 1}" and refused.status == 416
+    assert "range" not in whole.headers and whole.status == 200
     assert_complete(medium_dir, commit, etag)
 
 

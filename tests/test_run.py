@@ -28,12 +28,12 @@ def invoke(*args: str, input: str | None = None):
     return result
 
 
-def fail(capsys: pytest.CaptureFixture, *args: str) -> str:
-    """Run through cli.main, where errors become one line on stderr and exit code 1. Returns that
+def fail(capsys: pytest.CaptureFixture, *args: str, code: int = 1) -> str:
+    """Run through cli.main, where errors become one line on stderr and exit ``code``. Returns that
     line (a pull before it may have printed progress lines)."""
     with pytest.raises(SystemExit) as exit_info:
         main(list(args))
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == code
     lines = capsys.readouterr().err.splitlines()
     assert lines[-1].startswith("Error: ") and not any(line.startswith(("Error", "Traceback")) for line in lines[:-1]), lines
     return lines[-1]
@@ -91,7 +91,8 @@ def test_max_memory_stops_before_loading(tiny_model_dir: Path, capsys: pytest.Ca
 
 
 def test_unknown_and_unavailable_backends(tiny_model_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert "Unknown backend 'nope'. Valid backends: cpu, cuda" in fail(capsys, "run", str(tiny_model_dir), "hi", "--backend", "nope")
+    # A backend that is not there is a usage mistake: exit code 2, as click gives for a bad option.
+    assert "Unknown backend 'nope'. Valid backends: cpu, cuda" in fail(capsys, "run", str(tiny_model_dir), "hi", "--backend", "nope", code=2)
     from modelmgr.run.registry import get_registry
 
     if not get_registry().get("cuda").available():

@@ -77,7 +77,8 @@ def test_a_private_repo_on_a_mirror_without_send_token_says_how_to_fix_it(capsys
     config((hub.url, False))
     outcome = cli(capsys, "pull", REPO)
     assert outcome.code == 1
-    assert "set HF_TOKEN and allow the endpoint to receive it" in outcome.err
+    assert "your token was not sent to it" in outcome.err
+    assert f'[[hub.endpoints]] url = "{hub.url}" with send_token = true' in outcome.err
     assert set(authorizations(hub)) == {None}
     assert TOKEN not in outcome.err + outcome.out
 

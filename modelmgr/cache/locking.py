@@ -8,6 +8,7 @@ only saves bandwidth. A killed holder releases it with its file descriptors, so 
 from __future__ import annotations
 
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -21,22 +22,43 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks, content ad
 
 
 @contextmanager
-def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+def file_lock(path: Path, *, on_wait: Callable[[], None] | None = None, every: float = 10.0) -> Iterator[None]:
+    """Hold ``path``'s lock. While another process holds it, ``on_wait`` is called at once and
+    again every ``every`` seconds, so a waiting pull never looks hung."""
     make_dirs(path.parent)
-    fd = open_shared(path, os.O_RDWR | os.O_CREAT)
+    # Never through a link (a planted one would create a file outside the cache), and shared by a
+    # team, so another member's lock file is used as it is: nothing is ever written into it.
+    fd = open_shared(path, os.O_RDWR | os.O_CREAT, own=False)
     try:
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if on_wait is not None:
-                    on_wait()
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                if on_wait is None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                else:
+                    _wait_saying_so(fd, on_wait, every)
         yield
     finally:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _wait_saying_so(fd: int, on_wait: Callable[[], None], every: float) -> None:
+    # Polled rather than blocking, so the wait can be reported as it goes on; a tenth of a
+    # second late at worst when the holder lets go.
+    on_wait()
+    next_notice = time.monotonic() + every
+    while True:
+        time.sleep(0.1)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= next_notice:
+                on_wait()
+                next_notice = time.monotonic() + every
 
 
 class try_lock:
@@ -53,9 +75,10 @@ class try_lock:
         except ImportError:  # pragma: no cover - Windows
             return True
         try:
-            self.fd = os.open(self.path, os.O_RDONLY)
+            # O_NONBLOCK: a FIFO planted under a lock's name would block a plain open forever.
+            self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except OSError:
-            return True  # no lock file: no pull has started on this blob since its folder was made
+            return True  # no lock file (or a link, which no pull locks): no pull is downloading this blob
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

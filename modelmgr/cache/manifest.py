@@ -11,7 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelmgr.fsutil import write_atomic
+from modelmgr.fsutil import read_small, write_atomic
+from modelmgr.project.names import is_etag, is_safe_path
 from modelmgr.cache.layout import RepoPaths
 
 
@@ -23,14 +24,33 @@ class ManifestEntry:
 
 
 def manifest_path(paths: RepoPaths, commit: str) -> Path:
-    return paths.manifest(commit)
+    return paths.manifest(commit)  # kept for callers; the layout spells it
+
+
+MAX_BYTES = 64 << 20  # some 300,000 files: far beyond any model repo
+
+
+def _entry(item: object) -> ManifestEntry:
+    """One ``files`` item, or ValueError: every field is checked, since a manifest is read back
+    from a cache others can write to (a path of the wrong type once crashed every pull)."""
+    if not isinstance(item, dict):
+        raise ValueError("not a table")
+    path, size, etag = item.get("path"), item.get("size"), item.get("etag")
+    if not is_safe_path(path) or not is_etag(etag) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ValueError(f"bad entry {item!r:.80}")
+    return ManifestEntry(path, size, etag)
 
 
 def read_manifest(paths: RepoPaths, commit: str) -> dict[str, ManifestEntry] | None:
+    """The manifest, or None when there is none or it is not valid: a bad manifest is treated as
+    absent (the scan warns about it; the next pull of that commit writes it anew)."""
     try:
-        data = json.loads(manifest_path(paths, commit).read_text())
-        return {f["path"]: ManifestEntry(f["path"], int(f["size"]), f["etag"]) for f in data["files"]}
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads(read_small(manifest_path(paths, commit), MAX_BYTES))
+        files = data["files"] if isinstance(data, dict) else None
+        if not isinstance(files, list):
+            return None
+        return {entry.path: entry for entry in map(_entry, files)}
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return None
 
 

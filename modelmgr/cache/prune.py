@@ -6,7 +6,7 @@ never from the read-only extra caches:
 - ``max_size``: whole models, least recently used first, until the cache fits.
 - ``older_than``: whole models not used for that long.
 - ``detached``: revisions no ref points to.
-- ``incomplete``: partial downloads (``blobs/*.incomplete`` and their ``.modelmgr/partial`` state).
+- ``incomplete``: partial downloads, their resume state and what killed pulls left (``partials.py``).
 - ``orphans``: blobs no snapshot points to.
 
 "Used" is what ``run`` and ``load`` record (``recency``). A model with no record falls back to its
@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Collection, Iterable, Mapping
 
-from modelmgr.cache.scan import CacheInfo, CachedRepo, scan_cache
+from modelmgr.cache.model import CacheInfo, CachedRepo
+from modelmgr.cache.scan import scan_cache
 from modelmgr.errors import DiskSpaceError
-from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
-from modelmgr.cache.locking import try_lock
-from modelmgr.cache.removal import RemovalPlan, delete_path, plan_removals
+from modelmgr.cache.layout import partial_download, repo_paths
+from modelmgr.cache.partials import INCOMPLETE, ORPHAN, PARTIAL_STATE, UNFINISHED, Leftover, find_leftovers, lock_free, remove
+from modelmgr.cache.removal import RemovalPlan, plan_removals
 from modelmgr.project.lockfile import pinned_models
 from modelmgr.project.names import is_etag
 from modelmgr.units import format_age, format_size
@@ -45,9 +46,7 @@ from modelmgr.units import format_age, format_size
 # A blob or revision written this recently may belong to a pull still linking its snapshot.
 GRACE_SECONDS = 600.0
 
-INCOMPLETE = "partial download"
-PARTIAL_STATE = "resume state"
-ORPHAN = "orphan blob"
+__all__ = ["INCOMPLETE", "ORPHAN", "PARTIAL_STATE", "UNFINISHED", "Leftover", "PrunePlan", "plan_prune", "collect", "prune_to_fit"]
 
 
 @dataclass(frozen=True)
@@ -62,26 +61,6 @@ class Eviction:
     @property
     def freed_bytes(self) -> int:
         return self.plan.freed_bytes
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A file in a repo that belongs to no snapshot: a partial download, its state, an orphan blob."""
-
-    repo: CachedRepo
-    kind: str  # INCOMPLETE, PARTIAL_STATE or ORPHAN
-    path: Path
-    size: int
-    state: Path | None = None  # a partial download's .modelmgr/partial/{etag}.json, deleted with it
-
-    @property
-    def etag(self) -> str:
-        name = self.path.name
-        return name[: -len(INCOMPLETE_SUFFIX)] if name.endswith(INCOMPLETE_SUFFIX) else self.path.stem
-
-    def to_dict(self) -> dict:
-        return {"id": self.repo.display_id, "kind": self.kind, "path": str(self.path), "size_bytes": self.size,
-                "state": str(self.state) if self.state else None}
 
 
 @dataclass(frozen=True)
@@ -178,24 +157,7 @@ class PrunePlan:
         for eviction in self.evictions:
             freed += eviction.plan.execute()
         for item in self.leftovers:
-            repo_root = os.path.realpath(item.repo.path)
-            if item.kind == INCOMPLETE:
-                lock = RepoPaths(item.repo.cache_dir, item.repo.repo_id, item.repo.repo_type).locks / f"{item.etag}.lock"
-                with try_lock(lock) as held:
-                    if not held:
-                        if on_skip is not None:
-                            on_skip(f"{item.path}: a download holds its lock now; kept.")
-                        continue
-                    if delete_path(item.path, within=os.path.join(repo_root, "blobs")):
-                        freed += item.size
-                    if item.state is not None:
-                        delete_path(item.state, within=repo_root)
-            elif item.kind == PARTIAL_STATE:
-                if delete_path(item.path, within=repo_root):
-                    freed += item.size
-            else:
-                if delete_path(item.path, within=os.path.join(repo_root, "blobs")):
-                    freed += item.size
+            freed += remove(item, on_skip)
         return freed
 
 
@@ -208,13 +170,13 @@ def _iso(timestamp: float) -> str | None:
 
 
 def download_in_progress(repo: CachedRepo) -> bool:
-    """Whether another process is downloading into this repo right now (holds a blob lock)."""
-    locks = RepoPaths(repo.cache_dir, repo.repo_id, repo.repo_type).locks
+    """Whether some process is downloading into this repo right now (holds a blob lock), be it a
+    modelmgr pull or huggingface_hub's snapshot_download: both lock ``{etag}.lock``."""
+    paths = repo_paths(repo)
     for path, _ in repo.incomplete_blobs:
-        etag = os.path.basename(path)[: -len(INCOMPLETE_SUFFIX)]
-        with try_lock(locks / f"{etag}.lock") as free:
-            if not free:
-                return True
+        partial = partial_download(os.path.basename(path))
+        if partial is not None and is_etag(partial[1]) and not lock_free(paths, partial[1]):
+            return True
     return False
 
 
@@ -229,40 +191,6 @@ def last_use(repo: CachedRepo, recorded: Mapping[str, float]) -> tuple[float, bo
 
 def _age(now: float, timestamp: float) -> str:
     return format_age(now - timestamp) if timestamp else "never"
-
-
-def _leftovers(repo: CachedRepo, *, incomplete: bool, orphans: bool, now: float, grace: float) -> tuple[list[Leftover], int]:
-    """(what goes, how many orphans were too young to take)."""
-    found: list[Leftover] = []
-    state_dir = Path(repo.path, ".modelmgr", "partial")
-    young = 0
-    if incomplete:
-        claimed: set[str] = set()
-        for path, size in repo.incomplete_blobs:
-            etag = os.path.basename(path)[: -len(INCOMPLETE_SUFFIX)]
-            state = state_dir / f"{etag}.json"
-            claimed.add(state.name)
-            found.append(Leftover(repo, INCOMPLETE, Path(path), size, state if os.path.lexists(state) else None))
-        try:
-            with os.scandir(state_dir) as entries:
-                for entry in entries:
-                    if entry.name.endswith(".json") and entry.name not in claimed:
-                        found.append(Leftover(repo, PARTIAL_STATE, Path(entry.path), entry.stat(follow_symlinks=False).st_size))
-        except OSError:
-            pass
-    if orphans:
-        for path, size in repo.unreferenced_blobs:
-            if not is_etag(os.path.basename(path)):
-                continue  # not a blob by name: `modelmgr verify` reports it; prune never guesses
-            try:
-                modified = os.lstat(path).st_mtime
-            except OSError:
-                continue
-            if now - modified < grace:
-                young += 1
-                continue
-            found.append(Leftover(repo, ORPHAN, Path(path), size))
-    return found, young
 
 
 def plan_prune(
@@ -345,7 +273,7 @@ def plan_prune(
             if str(repo.path) in busy_paths:
                 protected(repo, "partial downloads and orphans")
                 continue
-            found, too_young = _leftovers(repo, incomplete=incomplete, orphans=orphans, now=now, grace=grace)
+            found, too_young = find_leftovers(repo, incomplete=incomplete, orphans=orphans, now=now, grace=grace)
             young += too_young
             if found:
                 leftovers[repo.path] = found

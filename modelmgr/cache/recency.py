@@ -8,12 +8,14 @@ the cache, not in a home folder, because a shared cache must be evicted by every
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-from modelmgr.fsutil import make_dirs, share_new
-from modelmgr.cache.layout import folder_name
+from modelmgr.errors import ModelmgrError
+from modelmgr.fsutil import make_dirs, open_shared
+from modelmgr.cache.layout import LAST_USED, MODELMGR_DIR, folder_name
 
-STORE = Path(".modelmgr") / "last-used"
+STORE = Path(MODELMGR_DIR) / LAST_USED
 
 
 def _marker(cache_dir: Path, repo_id: str, repo_type: str = "model") -> Path:
@@ -29,12 +31,13 @@ def record_use(cache_dir: Path, repo_id: str, repo_type: str = "model", *, when:
         # an explicit time would need its ownership.
         times = None if when is None else (when, when)
         try:
-            os.utime(marker, times)
+            if not stat.S_ISREG(os.lstat(marker).st_mode):
+                os.unlink(marker)  # a link planted as a marker would have us touch (or create) its target
+            os.utime(marker, times, follow_symlinks=False)
         except FileNotFoundError:
-            marker.touch()
-            share_new(marker)
-            os.utime(marker, times)
-    except OSError:
+            os.close(open_shared(marker, os.O_WRONLY | os.O_CREAT, own=False))
+            os.utime(marker, times, follow_symlinks=False)
+    except (OSError, ModelmgrError):
         pass  # usage tracking must never stop a model from running
 
 
@@ -52,7 +55,7 @@ def all_last_used(cache_dir: Path) -> dict[str, float]:
         with os.scandir(cache_dir / STORE) as entries:
             for entry in entries:
                 try:
-                    found[entry.name] = entry.stat().st_mtime
+                    found[entry.name] = entry.stat(follow_symlinks=False).st_mtime
                 except OSError:
                     continue
     except OSError:

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from modelmgr.cache.scan import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, CacheInfo, CachedRepo, CachedRevision, manifest_path
+from modelmgr.cache.model import IN_BLOBS, IN_SNAPSHOT, OUTSIDE, CacheInfo, CachedRepo, CachedRevision
 from modelmgr.errors import ModelmgrError, NotCached
-from modelmgr.cache.layout import RepoPaths
+from modelmgr.cache.layout import BLOBS, LOCKS, NO_EXIST, REFS, SNAPSHOTS, repo_paths
 from modelmgr.units import format_size
 
 MIN_PREFIX = 7
-_HEX = re.compile(r"^[0-9a-f]+$")
+_HEX = re.compile(r"[0-9a-f]+")  # with fullmatch: "$" would let a trailing newline through
 
 
 def _display(repo_id: str, repo_type: str) -> str:
@@ -73,7 +73,7 @@ class RemovalPlan:
             lines = [f"{repo.display_id}: revision(s) {labels}, frees {self.freed_str}"]
             for snapshot in self.snapshots:
                 lines.append(f"  snapshot {snapshot}")
-            refs_dir = Path(repo.path, "refs")
+            refs_dir = Path(repo.path, REFS)
             for ref in self.refs:
                 lines.append(f"  ref      {ref.relative_to(refs_dir).as_posix()}")
             lines.append(f"  {len(self.blobs)} blob(s) no other revision uses" + (
@@ -105,20 +105,20 @@ class RemovalPlan:
             assert self.repo_folder is not None
             delete_path(self.repo_folder, within=os.path.realpath(self.repo.cache_dir))
             if self.lock_folder is not None:
-                delete_path(self.lock_folder, within=os.path.realpath(self.repo.cache_dir / ".locks"))
+                delete_path(self.lock_folder, within=os.path.realpath(self.repo.cache_dir / LOCKS))
             return self.freed_bytes
-        refs_root = os.path.join(repo_root, "refs")
+        refs_root = os.path.join(repo_root, REFS)
         for ref in self.refs:
             delete_path(ref, within=refs_root)
-            _prune_empty_parents(ref.parent, stop=Path(self.repo.path, "refs"))
+            _prune_empty_parents(ref.parent, stop=Path(self.repo.path, REFS))
         for snapshot in self.snapshots:
-            delete_path(snapshot, within=os.path.join(repo_root, "snapshots"))
+            delete_path(snapshot, within=os.path.join(repo_root, SNAPSHOTS))
         for manifest in self.manifests:
             delete_path(manifest, within=repo_root)
         for marker in self.no_exist:
-            delete_path(marker, within=os.path.join(repo_root, ".no_exist"))
+            delete_path(marker, within=os.path.join(repo_root, NO_EXIST))
             _prune_empty_parents(marker.parent, stop=Path(self.repo.path))
-        blobs_root = os.path.join(repo_root, "blobs")
+        blobs_root = os.path.join(repo_root, BLOBS)
         for blob in self.blobs:
             delete_path(blob, within=blobs_root)
         return self.freed_bytes
@@ -131,7 +131,7 @@ class RemovalPlan:
         if not os.path.isdir(self.repo.path):
             return  # already gone: executing again is harmless
         again = "Nothing was deleted; run the command again."
-        if any_held(RepoPaths(self.repo.cache_dir, self.repo.repo_id, self.repo.repo_type).locks):
+        if any_held(repo_paths(self.repo).locks):
             raise ModelmgrError(f"{self.repo.display_id} is being downloaded right now. {again}")
         fresh = [r for r in scan_cache([self.repo.cache_dir]).find(self.repo.repo_id, self.repo.repo_type)
                  if r.path == self.repo.path]
@@ -184,7 +184,7 @@ def resolve_revision(repo: CachedRepo, revision: str) -> CachedRevision:
         if candidate.commit == lowered:
             return candidate
     cached = ", ".join(r.label for r in repo.revisions) or "none"
-    if len(lowered) >= MIN_PREFIX and _HEX.match(lowered):
+    if len(lowered) >= MIN_PREFIX and _HEX.fullmatch(lowered):
         matches = [r for r in repo.revisions if r.commit.startswith(lowered)]
         if len(matches) == 1:
             return matches[0]
@@ -193,15 +193,23 @@ def resolve_revision(repo: CachedRepo, revision: str) -> CachedRevision:
                 f"revision {revision!r} of {repo.display_id} is ambiguous: it starts {len(matches)} cached commits "
                 f"({', '.join(r.label for r in matches)}). Give more digits."
             )
-    hint = " A commit prefix needs at least 7 hex digits." if _HEX.match(lowered) and len(lowered) < MIN_PREFIX else ""
+    hint = " A commit prefix needs at least 7 hex digits." if _HEX.fullmatch(lowered) and len(lowered) < MIN_PREFIX else ""
     raise NotCached(f"revision {revision!r} of {repo.display_id} is not cached. Cached revisions: {cached}.{hint}")
 
 
 def _writable_copy(info: CacheInfo, repo_id: str, repo_type: str) -> CachedRepo:
     copies = info.find(repo_id, repo_type)
-    for repo in copies:
-        if not repo.read_only:
-            return repo
+    writable = [repo for repo in copies if not repo.read_only]
+    if len({repo.repo_id for repo in writable}) > 1:
+        # Two spellings of one id (models--Org--X and models--org--x) and neither is the one asked
+        # for: deleting either could be the wrong model.
+        spellings = ", ".join(sorted(_display(repo.repo_id, repo_type) for repo in writable))
+        raise ModelmgrError(
+            f"{_display(repo_id, repo_type)} is ambiguous: the cache holds {spellings}, which differ only in case. "
+            "Name the one to remove exactly as `modelmgr list` shows it."
+        )
+    if writable:
+        return writable[0]
     display = _display(repo_id, repo_type)
     if copies:
         where = ", ".join(str(repo.cache_dir) for repo in copies)
@@ -270,7 +278,7 @@ def _plan(info: CacheInfo, repo: CachedRepo, commits: set[str] | None) -> Remova
             notes.append(f"{repo.path} is a link: the link goes, the folder it points to stays.")
         if repo.incomplete_blobs:
             notes.append(f"{len(repo.incomplete_blobs)} partial download(s) go too.")
-        locks = RepoPaths(repo.cache_dir, repo.repo_id, repo.repo_type).locks
+        locks = repo_paths(repo).locks
         return RemovalPlan(
             repo=repo,
             revisions=going,
@@ -300,8 +308,9 @@ def _plan(info: CacheInfo, repo: CachedRepo, commits: set[str] | None) -> Remova
     # Content still reachable through a kept revision (a hard link, a second name) is not freed.
     for path in kept_paths:
         freed.pop(blob_by_path[path].inode, None)
-    refs_dir = Path(repo.path, "refs")
-    no_exist_dir = Path(repo.path, ".no_exist")
+    refs_dir = Path(repo.path, REFS)
+    no_exist_dir = Path(repo.path, NO_EXIST)
+    layout = repo_paths(repo)
     return RemovalPlan(
         repo=repo,
         revisions=going,
@@ -310,7 +319,7 @@ def _plan(info: CacheInfo, repo: CachedRepo, commits: set[str] | None) -> Remova
         snapshots=tuple(r.snapshot_path for r in going if os.path.lexists(r.snapshot_path)),
         blobs=tuple(blobs),
         no_exist=tuple(no_exist_dir / r.commit for r in going if os.path.lexists(no_exist_dir / r.commit)),
-        manifests=tuple(p for p in (manifest_path(repo.path, r.commit) for r in going) if os.path.lexists(p)),
+        manifests=tuple(p for p in (layout.manifest(r.commit) for r in going) if os.path.lexists(p)),
         freed_bytes=sum(freed.values()),
         kept_blobs=kept,
         notes=tuple(notes),

@@ -23,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
-from modelmgr.cache.scan import IN_BLOBS, CacheInfo, CachedRepo, CachedRevision
+from modelmgr.cache.model import IN_BLOBS, CacheInfo, CachedRepo, CachedRevision
 from modelmgr.cache.hashing import hash_file
-from modelmgr.cache.layout import INCOMPLETE_SUFFIX, RepoPaths
+from modelmgr.cache.layout import BLOBS, partial_download, repo_paths
 from modelmgr.cache.manifest import read_manifest
-from modelmgr.project.names import hash_kind, is_etag
+from modelmgr.project.names import SHA256, hash_kind, is_etag
 from modelmgr.units import format_size
 
 HASH_WORKERS = 4  # hashlib releases the GIL: a few threads keep a fast disk busy
@@ -172,15 +172,15 @@ def _hash_keeping_atime(path: str, etag: str) -> tuple[int, str | None, str | No
 
 
 def _algorithm(etag: str) -> str:
-    return "sha256" if hash_kind(etag) == "sha256" else "git blob sha1"
+    return "sha256" if hash_kind(etag) == SHA256 else "git blob sha1"
 
 
 def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | None = None, workers: int = HASH_WORKERS) -> RepoCheck:
     """Re-hash one repo: every blob in ``blobs/`` (or only those ``revisions`` use), its manifests,
     its snapshot links."""
     chosen = repo.revisions if revisions is None else revisions
-    blobs_dir = os.path.join(repo.path, "blobs")
-    paths = RepoPaths(repo.cache_dir, repo.repo_id, repo.repo_type)
+    blobs_dir = os.path.join(repo.path, BLOBS)
+    paths = repo_paths(repo)
     users: dict[str, list[tuple[str, str]]] = {}
     notes: list[str] = []
     missing: list[MissingFile] = []
@@ -228,8 +228,9 @@ def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | Non
         listed = []
     for entry in listed:
         name = entry.name
-        if name.endswith(INCOMPLETE_SUFFIX) and is_etag(name[: -len(INCOMPLETE_SUFFIX)]):
-            continue  # a partial download: resumed by the next pull, or `modelmgr prune --incomplete`
+        partial = partial_download(name)
+        if partial is not None and is_etag(partial[1]):
+            continue  # a partial download (ours or huggingface_hub's): `modelmgr prune --incomplete` takes it
         if not is_etag(name) or entry.is_dir(follow_symlinks=False):
             if revisions is None:
                 unexpected.append(entry.path)

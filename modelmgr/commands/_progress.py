@@ -102,11 +102,12 @@ class ProgressView:
 
 
 @contextmanager
-def pull_progress(enabled: bool, *, only_downloads: bool = True) -> Iterator[object]:
+def pull_progress(enabled: bool, *, only_downloads: bool = True, bars: bool = True) -> Iterator[object]:
     """The event sink every command that may pull uses: progress bars on stderr once the plan is
     known, and the notices that come before it (an endpoint failing over while resolving the
     revision or listing the tree) as plain lines. ``only_downloads``: draw nothing for a plan
-    that fetches no bytes (run and show on a cached model)."""
+    that fetches no bytes (run and show on a cached model). ``bars`` False
+    (HF_HUB_DISABLE_PROGRESS_BARS=1): notices only."""
     view: ProgressView | None = None
 
     def on_event(event: object) -> None:
@@ -114,7 +115,7 @@ def pull_progress(enabled: bool, *, only_downloads: bool = True) -> Iterator[obj
         if not enabled:
             return
         if isinstance(event, PlanReady):
-            if event.fetch_bytes or not only_downloads:
+            if bars and (event.fetch_bytes or not only_downloads):
                 view = ProgressView(total_bytes=event.fetch_bytes)
         elif view is not None:
             view(event)

@@ -11,17 +11,36 @@ def config():
     """Show the effective configuration and the files consulted."""
 
 
+def _network(cfg) -> dict[str, object]:
+    """Proxies and trust as the fetch layer will use them; passwords redacted."""
+    from modelmgr.fetch.proxy import ProxySettings
+    from modelmgr.fetch.trust import trust_source
+
+    proxies = ProxySettings(configured=cfg.proxy, no_proxy=cfg.no_proxy).describe()
+    source, location = trust_source(cfg.ca_bundle)
+    return {
+        "hub.proxy": {k: v for k, v in proxies.items() if k != "no_proxy"},
+        "hub.no_proxy": proxies["no_proxy"],
+        "hub.ca_bundle": f"{location} (from {source})" if location else source,
+    }
+
+
 def _effective(cfg) -> dict[str, object]:
     return {
         "cache.dir": str(cfg.cache_dir),
         "cache.dirs": [str(d) for d in cfg.cache_dirs[1:]],
         "cache.max_size": cfg.max_cache_size,
         "hub.endpoints": [
-            {"url": e.url, "name": e.name, "timeout": e.timeout, "send_token": e.send_token} for e in cfg.endpoints
+            {"url": e.url, "name": e.name, "timeout": e.timeout, "send_token": e.send_token,
+             "basic_auth": "set (hidden)" if e.basic_auth else None, "from": e.source} for e in cfg.endpoints
         ],
         "hub.offline": cfg.offline,
         "hub.connections": cfg.connections,
         "hub.timeout": cfg.endpoints[0].timeout if cfg.endpoints else None,
+        "hub.metadata_timeout": cfg.metadata_timeout,
+        "hub.download_timeout": cfg.download_timeout,
+        **_network(cfg),
+        "ui.progress": cfg.progress,
         "hub.token": "set (hidden)" if cfg.token else "not set",
         "run.backend": cfg.backend,
         "run.dtype": cfg.dtype,
@@ -36,9 +55,22 @@ def _source(cfg, key: str) -> str:
     if key == "hub.endpoints":
         sources = {cfg.sources.get(k, "default") for k in ("hub.endpoints", "hub.endpoint")} - {"default"}
         return ", ".join(sorted(sources)) or "default"
+    if key in ("hub.proxy", "hub.ca_bundle"):
+        return cfg.sources.get(key) if cfg.sources.get(key, "default") != "default" else "environment or default"
     if key == "hub.token":
         return "environment or stored token" if cfg.token else "-"
     return cfg.sources.get(key, "default")
+
+
+def _endpoint_text(endpoint: dict) -> str:
+    text = endpoint["name"]
+    if endpoint["send_token"]:
+        text += " (token)"
+    if endpoint["basic_auth"]:
+        text += " (password)"
+    if "settings from" in (endpoint["from"] or ""):  # one URL from two layers: say which settings won
+        text += f" <{endpoint['from']}>"
+    return text
 
 
 @config.command("show")
@@ -64,7 +96,8 @@ def show(as_json, endpoints, offline, connections, backend, dtype, max_memory):
     width = max(map(len, values))
     for key, value in values.items():
         if key == "hub.endpoints":
-            shown = ", ".join(f"{e['name']}{' (token)' if e['send_token'] else ''}" for e in value)
+            # Each endpoint once, with where it and its settings came from (HF_ENDPOINT + a config table).
+            shown = ", ".join(_endpoint_text(e) for e in value)
         elif isinstance(value, list):
             shown = ", ".join(map(str, value)) or "-"
         elif isinstance(value, dict):

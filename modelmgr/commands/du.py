@@ -64,7 +64,7 @@ def du(pattern: str | None, as_json: bool) -> None:
                     "revisions": len(repo.revisions),
                     "files": repo.nb_files,
                     "incomplete_bytes": sum(size for _, size in repo.incomplete_blobs),
-                    "path": str(repo.path),
+                    "path": repo.folder,
                     "cache_dir": str(repo.cache_dir),
                     "read_only": repo.read_only,
                 }

@@ -26,6 +26,26 @@ def _kinds_summary(repos) -> str:
     return ", ".join(parts)
 
 
+def weights_of(snapshot) -> tuple[str | None, list[str]]:
+    """The snapshot's weight format and, for GGUF, the quantizations it holds (one directory read)."""
+    import os
+
+    from modelmgr.fetch.quants import gguf_groups
+
+    try:
+        names = os.listdir(snapshot)
+    except OSError:
+        return None, []
+    if any(name.endswith(".safetensors") for name in names):
+        return "safetensors", []
+    quants = sorted(gguf_groups(dict.fromkeys(names, 0)))
+    if quants:
+        return "gguf", quants
+    if any(name.endswith((".bin", ".pt", ".pth")) for name in names):
+        return "pickle", []
+    return None, []
+
+
 @click.command("list")
 @click.argument("pattern", required=False)
 @click.option("--sort", "sort_key", type=click.Choice(SORT_KEYS), default="name", show_default=True, help="Order of the rows.")
@@ -66,6 +86,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     else:
         rows.sort(key=lambda row: (row[0].display_id.lower(), -row[1].last_modified))
 
+    weights = {revision.snapshot_path: weights_of(revision.snapshot_path) for _, revision in rows}
     if as_json:
         echo_json([
             {
@@ -76,7 +97,9 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
                 "refs": revision.sorted_refs,
                 "size_bytes": revision.size_on_disk,
                 "files": revision.nb_files,
-                "path": str(revision.snapshot_path),
+                "format": weights[revision.snapshot_path][0],
+                "quantizations": weights[revision.snapshot_path][1],
+                "path": revision.snapshot_dir,
                 "last_modified": iso_utc(revision.last_modified),
                 "incomplete": revision.incomplete,
                 "missing": list(revision.missing),
@@ -112,6 +135,11 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
         [repo.display_id, revision.label, format_size(revision.size_on_disk), str(revision.nb_files), format_age(now - revision.last_modified)]
         for repo, revision in rows
     ]
+    if any(weights[revision.snapshot_path][0] == "gguf" for _, revision in rows):  # only once there is a GGUF to tell apart
+        headers.append("FORMAT")
+        for row, (_, revision) in zip(table, rows):
+            kind, quants = weights[revision.snapshot_path]
+            row.append(f"{kind} {','.join(quants)}" if quants else (kind or "-"))
     if any(repo.folder_name in used for repo, _ in rows):  # only once something was run or loaded
         headers.append("LAST USED")
         for row, (repo, _) in zip(table, rows):
@@ -122,7 +150,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
             row.append(note)
     click.echo(render_table(headers, table, right=(2, 3)))
     size = info.size_on_disk if len(repos) == len(info.repos) else unique_size(repos)
-    shown = {repo.path for repo, _ in rows}
-    click.echo(f"\n{_kinds_summary(r for r in repos if r.path in shown)}, {len(rows)} revision{'s' if len(rows) != 1 else ''}, {format_size(size)} on disk")
+    shown = {repo.folder for repo, _ in rows}
+    click.echo(f"\n{_kinds_summary(r for r in repos if r.folder in shown)}, {len(rows)} revision{'s' if len(rows) != 1 else ''}, {format_size(size)} on disk")
     if any(notes) and any(revision.incomplete for _, revision in rows):
         click.echo("Incomplete revisions miss files: pull them again to finish, or remove them with `modelmgr rm ID@REVISION`.")

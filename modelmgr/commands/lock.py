@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from modelmgr.commands._common import echo_json, get_config
+from modelmgr.commands._common import echo_json, get_config, quiet_option
 
 
 @click.command()
@@ -34,6 +34,7 @@ def lock(endpoints, as_json):
 @click.option("--offline", is_flag=True, default=None, help="Use only the cache; verify what is there.")
 @click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="Hub endpoint or mirror (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@quiet_option
 def sync(frozen, offline, endpoints, as_json):
     """Bring the cache to exactly modelmgr.lock and verify every file's hash."""
     from modelmgr.errors import ConfigError

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from modelmgr.commands._common import quiet_option
+
 POLICY_FLAGS = "--max-size SIZE, --older-than DURATION, --detached, --incomplete, --orphans"
 
 
@@ -39,6 +41,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and the result) as JSON.")
+@quiet_option
 def prune(max_size, older_than, detached, incomplete, orphans, yes, dry_run, as_json) -> None:
     """Free space in the writable cache by policy; policies combine.
 

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import click
 
-from modelmgr.commands._common import split_repo_type
+from modelmgr.commands._common import quiet_option, split_repo_type
+
 
 @click.command("rm")
 @click.argument("refs", nargs=-1, required=True, metavar="REF[@REVISION]...")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--dry-run", is_flag=True, help="Only show what would be deleted.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and the result) as JSON.")
+@quiet_option
 def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
     """Remove cached models, or single revisions of them.
 
@@ -44,9 +46,9 @@ def rm(refs: tuple[str, ...], yes: bool, dry_run: bool, as_json: bool) -> None:
 
     info = scan_cache(config.scan_dirs)
     plans = plan_removals(info, requests)
-    touched = tuple(str(plan.repo.path) for plan in plans)
+    touched = tuple(plan.repo.path for plan in plans)
     for warning in info.warnings:
-        if any(path in warning for path in touched):
+        if any(warning.about(path) for path in touched):
             click.echo(f"Warning: {warning}", err=True)
 
     total = sum(plan.freed_bytes for plan in plans)

@@ -45,13 +45,15 @@ def model_options(function):
 @click.option("--seed", type=int, default=None, help="Seed for sampling, to repeat a reply.")
 @click.option("--system", default=None, metavar="TEXT", help="System prompt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reply and timings as JSON instead of streaming.")
+@click.option("--no-server", is_flag=True, help="Load the model in this process even when a server runs at MODELMGR_HOST.")
 @pull_options
 def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_code, allow_pickle, max_new_tokens,
-        temperature, top_p, seed, system, as_json, endpoints, offline):
+        temperature, top_p, seed, system, as_json, no_server, endpoints, offline):
     """Run a model: answer PROMPT, read the prompt from stdin, or chat.
 
     \b
-    REF is org/name, org/name@revision, an alias from the config, or a local folder.
+    REF is org/name, org/name@revision, org/name:QUANT (a GGUF quantization, e.g.
+    org/name:Q4_K_M, run on llama.cpp), an alias from the config, or a local folder.
     The model is pulled first when it is not cached. With no PROMPT and a terminal,
     an interactive chat starts (/clear forgets, /bye or Ctrl-D exits).
     \b
@@ -62,7 +64,6 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     """
     from modelmgr.run.api import GenerationSettings
     from modelmgr.run.plan import plan_load
-    from modelmgr.run.chat import ChatSession, chat_loop, complete
     from modelmgr.units import format_size
 
     config = get_config(
@@ -77,7 +78,20 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     if interactive and as_json:
         raise click.UsageError("--json needs a PROMPT (or text on stdin); it does not apply to an interactive chat.")
 
-    with pull_progress(not as_json) as on_event:
+    # A running server has the model warm; flags that choose how to load it are for this process.
+    load_flags = (backend, dtype, max_memory, context_length, trust_remote_code or None, allow_pickle or None)
+    if not no_server and all(flag is None for flag in load_flags):
+        from modelmgr.commands._remote import server_backend
+
+        remote = server_backend(config, ref)
+        if remote is not None:
+            status(f"Using the server at {remote.client.address.client_url} (--no-server to load here).")
+            _reply(remote, remote.loaded(), ref, None, prompt, interactive, as_json,
+                   GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed), system,
+                   info=None)
+            return
+
+    with pull_progress(not as_json, bars=config.progress) as on_event:
         plan = plan_load(
             ref, config=config, backend=backend, dtype=dtype, trust_remote_code=trust_remote_code,
             allow_pickle=allow_pickle, context_length=context_length, on_event=on_event,
@@ -85,12 +99,21 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
     fit = plan.selection.fit
     needs = f", needs ~{format_size(fit.needed)}" if fit.needed is not None else ""
     free = f" of {format_size(fit.free)} {'allowed' if fit.capped else 'free'}" if fit.needed is not None and fit.free is not None else ""
+    for notice in plan.notices:
+        status(notice)
     status(f"Loading {plan.label} on {plan.backend.name} ({plan.selection.dtype}){needs}{free} ...")
     loaded = plan.load()
     status(f"Loaded in {loaded.load_seconds:.1f} s on {loaded.device} ({loaded.dtype}).")
 
     settings = GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    session = ChatSession(plan.backend, loaded, settings, system=system)
+    _reply(plan.backend, loaded, plan.label, plan.commit, prompt, interactive, as_json, settings, system, info=plan.info)
+
+
+def _reply(backend, loaded, label, commit, prompt, interactive, as_json, settings, system, *, info) -> None:
+    """Answer or chat with a loaded model; ``info`` is what was read of its files (None on a server)."""
+    from modelmgr.run.chat import ChatSession, chat_loop, complete
+
+    session = ChatSession(backend, loaded, settings, system=system)
     if interactive:
         _enable_line_editing()
         chat_loop(session, read_line=lambda: input(">>> "), write=lambda text: click.echo(text, nl=False), notify=status)
@@ -98,14 +121,18 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
 
     messages = session.messages(prompt.strip())
     if as_json:
-        reply = complete(plan.backend, loaded, messages, settings)
+        reply = complete(backend, loaded, messages, settings)
+        if hasattr(backend, "served"):  # on a server: what it loaded the model with
+            loaded = backend.served()
         echo_json({
-            "model": plan.label,
-            "commit": plan.commit,
+            "model": label,
+            "commit": commit,
             "reply": reply.text,
             "backend": loaded.backend_name,
             "device": loaded.device,
             "dtype": loaded.dtype,
+            "format": info.weight_format if info is not None else None,
+            "quantization": info.quantization if info is not None else None,
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
             "load_seconds": round(loaded.load_seconds, 3),
@@ -113,9 +140,11 @@ def run(ref, prompt, backend, dtype, max_memory, context_length, trust_remote_co
             "tokens_per_second": None if reply.tokens_per_second is None else round(reply.tokens_per_second, 2),
         })
         return
-    reply = complete(plan.backend, loaded, messages, settings, on_text=lambda text: click.echo(text, nl=False))
+    reply = complete(backend, loaded, messages, settings, on_text=lambda text: click.echo(text, nl=False))
     if not reply.text.endswith("\n"):
         click.echo()
+    if reply.tokens_per_second is not None:
+        status(f"{reply.completion_tokens} tokens, {reply.tokens_per_second:.1f} tokens/s on {loaded.backend_name} ({loaded.device}, {loaded.dtype}).")
 
 
 def _enable_line_editing() -> None:

@@ -15,6 +15,13 @@ def _count(number: int) -> str:
     return str(number)
 
 
+def _native(backend, info) -> bool:
+    try:
+        return bool(backend.runs_natively(info))
+    except Exception:  # noqa: BLE001 - a plugin's bug means "no", the safe answer
+        return False
+
+
 @click.command()
 @click.argument("ref")
 @click.option("--dtype", type=click.Choice(DTYPES), default=None, help="Estimate for this compute dtype (default: each backend's).")
@@ -26,7 +33,8 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     """Show a model's architecture, size and context, and whether each backend can run it here.
 
     REF is org/name[@revision], an alias or a local folder; a model not in the cache is pulled
-    first. Reads only config.json and the safetensors headers: nothing is loaded.
+    first. Reads only config.json and the safetensors headers, or a GGUF file's header
+    (org/name:QUANT picks the quantization): nothing is loaded.
     """
     from modelmgr.run.api import LoadOptions
     from modelmgr.run.choose import assess
@@ -39,10 +47,10 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     config = get_config(
         flags={"hub.offline": True if offline else None, "run.dtype": dtype, "run.max_memory": max_memory}, endpoints=endpoints
     )
-    with pull_progress(not as_json) as on_event:
+    with pull_progress(not as_json, bars=config.progress) as on_event:
         model = resolve_model(ref, config=config, on_event=on_event)
-    info = read_model_info(model.path)
-    options = LoadOptions(dtype=config.dtype, max_memory=config.max_memory, context_length=context_length)
+    info = read_model_info(model.path, quant=model.ref.quant)
+    options = LoadOptions(dtype=config.dtype, max_memory=config.max_memory, context_length=context_length, quant=model.ref.quant)
     registry = get_registry()
     fits = [assess(backend, info, options) for backend in registry.backends.values()]
     context = info.default_context(context_length)
@@ -60,6 +68,9 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
 
     revision = f" @ {model.commit}" if model.commit else ""
     remote = "yes: config.json has auto_map; running it needs --trust-remote-code at a pinned commit" if info.has_remote_code else "no"
+    if info.has_remote_code and any(_native(backend, info) for backend in registry.backends.values()):
+        remote = (f"yes: config.json has auto_map, but the built-in {info.model_type} implementation loads it without "
+                  "running that code (--trust-remote-code at a pinned commit runs the repo's instead)")
     weights = f"{len(info.weight_files)} {info.weight_format or 'none'} file{'s' if len(info.weight_files) != 1 else ''}, {format_size(info.weights_size)}"
     if info.weight_format == "pickle":
         weights += " (pickle: needs --allow-pickle)"
@@ -76,6 +87,10 @@ def show(ref, dtype, max_memory, context_length, as_json, endpoints, offline):
     ]
     if info.quantization:
         fields.append(("Quantization", info.quantization))
+    if info.weight_format == "gguf":
+        fields.append(("Format", "GGUF"))
+        fields.append(("Tokenizer", info.tokenizer_model or "unknown"))
+        fields.append(("Chat template", "yes (from the GGUF header)" if info.chat_template else "none: prompts go in as plain text"))
     width = max(len(name) for name, _ in fields)
     for name, value in fields:
         click.echo(f"{name.ljust(width)}  {value}")

@@ -1,61 +1,39 @@
 """Fetch one blob: byte ranges over parallel connections, endpoint fallback per range, resume
 from what is on disk, and a sha256 / git-sha1 check before the blob gets its final name.
 
-Partial data lives in ``blobs/{etag}.incomplete`` (huggingface_hub's own name for it); which
-ranges are done is kept in ``.modelmgr/partial/{etag}.json``, saved only after the bytes it
-describes were written, so after ``kill -9`` it can lag behind the data but never run ahead.
-The hash follows the contiguous prefix of the file from disk (page cache), in its own thread
-for large files, so hashing overlaps the transfer instead of serialising it.
+One ``BlobDownload`` per file owns its parts (fetch/parts.py), its hash (fetch/prefix_hash.py),
+its progress and which endpoints served it; which endpoint to ask, and when to give up on one,
+is the pull's one policy (fetch/retry.py). Partial data lives in ``blobs/{etag}.incomplete``
+(huggingface_hub's own name for it); the verified file is committed by cache/store.py.
 """
 from __future__ import annotations
 
 import errno
 import http.client
-import json
 import os
 import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from modelmgr import errors
-from modelmgr.project.config import Endpoint
-from modelmgr.fetch.events import BytesReceived, EventSink, FileStarted, Notice
-from modelmgr.fsutil import make_dirs, open_shared, write_atomic
-from modelmgr.cache.hashing import new_hasher
-from modelmgr.fetch.hub import MAX_RETRY_AFTER, DefinitiveAnswer, HubClient, RemoteFile
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.cache.locking import file_lock
-from modelmgr.fetch.transport import EndpointFailure
+from modelmgr.cache.partials import claim_partial
+from modelmgr.cache.store import blob_present, commit_blob, discard, start_afresh
+from modelmgr.fetch.events import BytesReceived, EventSink, FileStarted, Notice
+from modelmgr.fetch.hub import HubClient, RemoteFile
+from modelmgr.fetch.parts import SMALL_FILE, Part, PartsProgress, load_parts, split, state_file
+from modelmgr.fetch.prefix_hash import PrefixHasher
+from modelmgr.fetch.retry import MAX_RESTARTS, AllFailed, DefinitiveAnswer, EndpointFailure, RangeIgnored, fall_back
 from modelmgr.fetch.writeback import start_writeback
+from modelmgr.fsutil import make_dirs, open_shared
+from modelmgr.project.config import Endpoint
+from modelmgr.project.names import hash_kind
+
+__all__ = ["BlobDownload", "Transfer", "fetch_blob", "state_file"]
 
 BUFFER = 1024 * 1024
-MIN_PART = 32 * 1024 * 1024  # below this a second connection costs more than it brings
-STATE_EVERY = 16 * 1024 * 1024  # persist resume state after this much progress...
-STATE_SECONDS = 1.0  # ...or after this long, so a slow link never loses more than a second's bytes
 WRITEBACK_EVERY = 16 * 1024 * 1024  # start writing to disk behind the download (see writeback.py)
-SMALL_FILE = 4 * 1024 * 1024  # smaller files restart from zero instead of keeping state
-ATTEMPTS_PER_ENDPOINT = 2
-MAX_RESTARTS = 3
-
-
-class RangeIgnored(Exception):
-    """The server answered a range request with the whole file."""
-
-
-@dataclass
-class Part:
-    start: int
-    end: int  # exclusive
-    done: int = 0
-
-    @property
-    def offset(self) -> int:
-        return self.start + self.done
-
-    @property
-    def complete(self) -> bool:
-        return self.start + self.done >= self.end
+LOCK_NOTICE_EVERY = 10.0  # seconds between "still waiting" notices while another process downloads
 
 
 @dataclass
@@ -72,494 +50,281 @@ class Transfer:
     slots: threading.Semaphore
     emit: EventSink
     fsync: bool = True
-    no_range: set[str] = field(default_factory=set)  # endpoints seen ignoring Range
+    part_size: int | None = None  # parts.part_size of the pull (None: parts.MIN_PART)
     stopped: threading.Event = field(default_factory=threading.Event)  # the user interrupted the pull
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def split(size: int, prefix: int, connections: int) -> list[Part]:
-    parts = [Part(0, prefix, prefix)] if prefix else []
-    remaining = size - prefix
-    count = max(1, min(connections, remaining // MIN_PART))
-    step = -(-remaining // count) if remaining else 0
-    start = prefix
-    while start < size:
-        end = min(size, start + step)
-        parts.append(Part(start, end))
-        start = end
-    return parts or [Part(0, 0)]
-
-
-class _Progress:
-    """Parts of one file, the contiguous prefix a hasher may read, and the resume state file."""
-
-    def __init__(self, parts: list[Part], state_path: Path | None, etag: str, size: int):
-        self.parts = parts
-        self.cond = threading.Condition()
-        self.state_path = state_path
-        self.etag = etag
-        self.size = size
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
-        self.stop = False
-
-    def prefix(self) -> int:
-        position = 0
-        for part in self.parts:
-            if part.start != position:
-                break
-            position = part.offset
-            if not part.complete:
-                break
-        return position
-
-    def advance(self, part: Part, count: int) -> None:
-        with self.cond:
-            part.done += count
-            self.unsaved += count
-            if self.unsaved >= STATE_EVERY or time.monotonic() - self.saved_at >= STATE_SECONDS:
-                self.save_locked()
-            self.cond.notify_all()
-
-    def save_locked(self) -> None:
-        self.unsaved = 0
-        self.saved_at = time.monotonic()
-        if self.state_path is None:
-            return
-        data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
-        try:
-            write_atomic(self.state_path, json.dumps(data))
-        except OSError:
-            pass  # losing resume state costs a re-download, never correctness
-
-    def save(self) -> None:
-        with self.cond:
-            self.save_locked()
-
-
-def state_file(paths: RepoPaths, etag: str) -> Path:
-    return paths.root / ".modelmgr" / "partial" / f"{etag}.json"
-
-
-def resumable_bytes(paths: RepoPaths, remote: RemoteFile) -> int:
-    """Bytes of a partial download the next pull will keep, as the download itself counts them.
-
-    Not the size of ``.incomplete``: ranges are written at their offsets, so a file fetched over
-    several connections is sparse and its size overstates what is there. Small files restart.
-    """
-    incomplete = paths.incomplete(remote.etag)
-    if remote.size <= SMALL_FILE or not incomplete.exists():
-        return 0
-    parts = load_parts(state_file(paths, remote.etag), incomplete, remote.etag, remote.size, 1)
-    return sum(p.done for p in parts)
-
-
-def load_parts(state_path: Path, incomplete: Path, etag: str, size: int, connections: int) -> list[Part]:
-    """Resume state, or a fresh split. Trust the state only when it describes this very blob."""
-    try:
-        on_disk = os.path.getsize(incomplete)
-    except OSError:
-        on_disk = 0
-    try:
-        data = json.loads(state_path.read_text())
-        if data.get("etag") == etag and data.get("size") == size:
-            parts = [Part(int(s), int(e), int(d)) for s, e, d in data["parts"]]
-            position = 0
-            for part in parts:
-                if part.start != position or not 0 <= part.done <= part.end - part.start:
-                    raise ValueError("parts do not tile the file")
-                position = part.end
-            if position == size and on_disk >= max((p.offset for p in parts if p.done), default=0):
-                return parts
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    # No usable state: a sequentially written partial file is still a valid prefix.
-    prefix = min(on_disk, size) if on_disk and not state_path.exists() else 0
-    return split(size, prefix, connections)
-
-
-class _Hasher:
-    """Hashes the file's contiguous prefix as it grows, reading back what writers put on disk."""
-
-    def __init__(self, fd: int, remote: RemoteFile, progress: _Progress):
-        self.fd = fd
-        self.remote = remote
-        self.progress = progress
-        self.hasher = new_hasher(remote.etag, remote.size)
-        self.position = 0
-        self.thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        self._view: memoryview | None = None
-
-    def _hash_to(self, target: int) -> None:
-        if self.position >= target:
-            return
-        # One buffer reused for every read: a fresh multi-megabyte bytes object per read costs an
-        # mmap, page faults and an munmap each time, as much CPU as the copy itself.
-        view = self._buffer()
-        while self.position < target:
-            count = os.preadv(self.fd, [view[: min(len(view), target - self.position)]], self.position)
-            if not count:
-                raise OSError(errno.EIO, "file shorter than the bytes written to it")
-            self.hasher.update(view[:count])
-            self.position += count
-
-    def _buffer(self) -> memoryview:
-        if self._view is None:
-            self._view = memoryview(bytearray(min(8 * BUFFER, max(self.remote.size, 1))))
-        return self._view
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self.progress.cond:
-                    while self.progress.prefix() <= self.position and not self.progress.stop:
-                        self.progress.cond.wait(0.5)
-                    target, stop = self.progress.prefix(), self.progress.stop
-                self._hash_to(target)
-                if stop:
-                    return
-        except BaseException as exc:  # reported by finish()
-            self.error = exc
-
-    def start(self) -> None:
-        if self.remote.size >= 2 * MIN_PART:
-            self.thread = threading.Thread(target=self._run, name=f"hash {self.remote.path}", daemon=True)
-            self.thread.start()
-
-    def finish(self) -> str:
-        if self.thread is not None:
-            with self.progress.cond:
-                self.progress.stop = True
-                self.progress.cond.notify_all()
-            self.thread.join()
-            if self.error is not None:
-                raise self.error
-        self._hash_to(self.remote.size)
-        return self.hasher.hexdigest()
-
-    def abandon(self) -> None:
-        if self.thread is not None:
-            with self.progress.cond:
-                self.progress.stop = True
-                self.progress.cond.notify_all()
-            self.thread.join()
 
 
 def fetch_blob(transfer: Transfer, remote: RemoteFile) -> bool:
     """Make ``blobs/{etag}`` exist and verified. Returns False when it was already there."""
-    paths = transfer.paths
-    blob = paths.blob(remote.etag)
-    if _present(blob, remote.size):
-        return False
-    waited = []
-    with file_lock(paths.locks / f"{remote.etag}.lock", on_wait=lambda: waited.append(True)):
-        if _present(blob, remote.size):  # another process finished it while we waited
+    return BlobDownload(transfer, remote).run()
+
+
+class BlobDownload:
+    """The download of one blob: its parts, its hash, its progress and the endpoints it used."""
+
+    def __init__(self, transfer: Transfer, remote: RemoteFile):
+        self.transfer = transfer
+        self.remote = remote
+        self.ranking = transfer.client.ranking
+        paths = transfer.paths
+        self.blob = paths.blob(remote.etag)
+        self.incomplete = paths.incomplete(remote.etag)
+        self.lock_path = paths.locks / f"{remote.etag}.lock"
+        self.state_path = state_file(paths, remote.etag)
+        self.keep_state = remote.size > SMALL_FILE
+        self.whole = not self.keep_state  # one connection from byte 0, no resume state
+        self.distrust_partial = False  # the bytes found on disk already failed to verify once
+        self.used: set[str] = set()  # endpoints that served bytes of this attempt
+        self.cancel = threading.Event()  # one range of this attempt failed: stop the others
+        self.waited = False
+
+    def run(self) -> bool:
+        if blob_present(self.blob, self.remote.size):
             return False
-        if waited:
-            transfer.emit(Notice(f"{remote.path}: another process was downloading it; continuing"))
-        _download_locked(transfer, remote)
-    return True
+        with file_lock(self.lock_path, on_wait=self._say_waiting, every=LOCK_NOTICE_EVERY):
+            if blob_present(self.blob, self.remote.size):  # another process finished it while we waited
+                return False
+            if self.waited:
+                self.transfer.emit(Notice(f"{self.remote.path}: another process was downloading it; continuing"))
+            self._download()
+        return True
 
+    def _say_waiting(self) -> None:
+        self.waited = True
+        self.transfer.emit(Notice(
+            f"{self.remote.path}: waiting for another process that is downloading it (it holds {self.lock_path})"))
 
-def _present(blob: Path, size: int) -> bool:
-    try:
-        return os.stat(blob).st_size == size
-    except OSError:
-        return False
+    # -- attempts --------------------------------------------------------------------------
+    def _download(self) -> None:
+        make_dirs(self.transfer.paths.blobs)
+        claim_partial(self.transfer.paths, self.remote.etag)  # a planted link or another user's file is not resumed into
+        if self.keep_state:
+            make_dirs(self.state_path.parent)
+        for _ in range(MAX_RESTARTS + len(self.transfer.endpoints)):
+            if blob_present(self.blob, self.remote.size):
+                return  # another process committed it (on a filesystem where the lock did not hold)
+            if self._attempt(self._parts()):
+                discard(self.state_path)
+                return
+        raise errors.HubError(f"{self.remote.path}: gave up after {MAX_RESTARTS} restarts (servers ignoring byte ranges?).")
 
+    def _parts(self) -> list[Part]:
+        if self.whole:
+            return split(self.remote.size, 0, 1)
+        parts, problem = load_parts(self.state_path, self.incomplete, self.remote.etag, self.remote.size,
+                                    self.transfer.connections, self.transfer.part_size)
+        if problem is not None:
+            # Never fatal: a state file modelmgr cannot trust costs a re-download, nothing more.
+            discard(self.state_path)
+            self.transfer.emit(Notice(f"{self.remote.path}: the resume state {self.state_path} {problem}; starting the file over"))
+        return parts
 
-def _download_locked(transfer: Transfer, remote: RemoteFile) -> None:
-    paths = transfer.paths
-    make_dirs(paths.blobs)
-    incomplete = paths.incomplete(remote.etag)
-    state_path = state_file(paths, remote.etag)
-    state_dir = state_path.parent
-    keep_state = remote.size > SMALL_FILE
-    if keep_state:
-        make_dirs(state_dir)
-    excluded: set[str] = set()
-    whole = not keep_state  # one connection from byte 0, no resume state
-    distrust_partial = False
-    for restart in range(MAX_RESTARTS + len(transfer.endpoints)):
-        parts = split(remote.size, 0, 1) if whole else load_parts(state_path, incomplete, remote.etag, remote.size, transfer.connections)
-        if _present(paths.blob(remote.etag), remote.size):
-            return  # another process committed it (on a filesystem where the lock did not hold)
-        if whole or all(p.done == 0 for p in parts):
-            _start_afresh(incomplete)
-        progress = _Progress(parts, state_path if keep_state else None, remote.etag, remote.size)
-        if keep_state and len(parts) > 1:
+    def _attempt(self, parts: list[Part]) -> bool:
+        """One pass over the file's missing parts; True once the verified blob is committed,
+        False when the file must start over."""
+        remote, emit = self.remote, self.transfer.emit
+        if self.whole or all(p.done == 0 for p in parts):
+            start_afresh(self.incomplete)
+        progress = PartsProgress(parts, self.state_path if self.keep_state else None, remote.etag, remote.size)
+        if self.keep_state and len(parts) > 1:
             # Ranges are written at their own offsets, so the file has holes until it is done.
             # Without a state file a later run would take that sparse file for a sequential
             # prefix (load_parts' fallback) and resume after the holes: record the layout first.
             progress.save()
-        resumed = sum(p.done for p in parts)
-        transfer.emit(FileStarted(remote.path, remote.size, resumed))
+        resumed = progress.done
+        emit(FileStarted(remote.path, remote.size, resumed))
         if resumed:
-            transfer.emit(BytesReceived(remote.path, resumed))
-        fd = open_shared(incomplete, os.O_RDWR | os.O_CREAT)
-        used: set[str] = set()
-        hasher = _Hasher(fd, remote, progress)
+            emit(BytesReceived(remote.path, resumed))
+        fd = open_shared(self.incomplete, os.O_RDWR | os.O_CREAT)
+        self.used, self.cancel = set(), threading.Event()
+        hasher = PrefixHasher(fd, remote, progress)
         try:
             hasher.start()
-            _fetch_parts(transfer, remote, fd, progress, excluded, used)
+            self._fetch_parts(fd, progress)
             digest = hasher.finish()
-            if digest != remote.etag and resumed and not distrust_partial:
-                # The bytes found on disk may be what is wrong (a crash between writes, another
-                # tool's partial file): start over once before blaming any endpoint.
-                distrust_partial = True
-                _discard(incomplete, state_path)
-                transfer.emit(Notice(f"{remote.path}: the resumed download did not verify; starting the file over"))
-                continue
-            if digest != remote.etag and len(used) > 1:
-                # Ranges came from several endpoints and the hash cannot say whose bytes were
-                # wrong: fetch the file whole from one endpoint at a time, so the next mismatch
-                # names its culprit instead of excluding good mirrors with the bad one.
-                _discard(incomplete, state_path)
-                progress.state_path = None
-                whole = True
-                transfer.emit(Notice(f"{remote.path}: content hash mismatch from several endpoints; fetching it whole from one"))
-                continue
             if digest != remote.etag:
-                _discard(incomplete, state_path)
-                # The IntegrityError below passes the `except BaseException` that saves the state
-                # of an interrupted transfer: there is nothing left for a state file to describe.
-                progress.state_path = None
-                excluded |= used
-                names = ", ".join(sorted(used))
-                transfer.emit(Notice(f"{remote.path}: content hash mismatch from {names}; discarded"))
-                if all(e.url in excluded for e in transfer.endpoints):
-                    # Name every endpoint that served bad bytes, not only the last one tried.
-                    culprits = ", ".join(e.url for e in transfer.endpoints if e.url in excluded)
-                    raise errors.IntegrityError(
-                        f"{remote.path} failed verification: expected {'sha256' if len(remote.etag) == 64 else 'git sha1'} "
-                        f"{remote.etag}, got {digest} (from {culprits}). The bytes were discarded; try another endpoint.")
-                continue
-            if transfer.fsync:
+                return self._mismatch(digest, resumed, progress)
+            if self.transfer.fsync:
                 os.fsync(fd)
-            if not _commit_blob(fd, incomplete, paths.blob(remote.etag), remote.size):
-                continue
-        except RangeIgnored:
+            return commit_blob(fd, self.incomplete, self.blob, remote.size)
+        except RangeIgnored as refused:
             hasher.abandon()
-            _discard(incomplete, state_path)
-            transfer.emit(Notice(f"{remote.path}: the server ignored a byte range; starting the file over"))
+            discard(self.incomplete, self.state_path)
+            emit(Notice(f"{remote.path}: the server {refused.how}; starting the file over"))
             # Over one connection from byte 0, which needs no Range. A fresh multi-part split
             # would send range requests to the same server again and fail the same way until
-            # the restarts ran out (a file of 64 MiB or more could never be fetched from it).
-            whole = True
-            continue
+            # the restarts ran out (a file big enough to split could never be fetched from it).
+            self.whole = True
+            return False
         except BaseException:
             hasher.abandon()
             progress.save()
             raise
         finally:
             os.close(fd)
-        try:
-            state_path.unlink()
-        except OSError:
-            pass
-        return
-    raise errors.HubError(f"{remote.path}: gave up after {MAX_RESTARTS} restarts (servers ignoring byte ranges?).")
 
+    def _mismatch(self, digest: str, resumed: int, progress: PartsProgress) -> bool:
+        remote, emit = self.remote, self.transfer.emit
+        discard(self.incomplete, self.state_path)
+        if resumed and not self.distrust_partial:
+            # The bytes found on disk may be what is wrong (a crash between writes, another
+            # tool's partial file): start over once before blaming any endpoint.
+            self.distrust_partial = True
+            emit(Notice(f"{remote.path}: the resumed download did not verify; starting the file over"))
+            return False
+        # Nothing is left for a state file to describe, even if what follows raises.
+        progress.state_path = None
+        if len(self.used) > 1:
+            # Ranges came from several endpoints and the hash cannot say whose bytes were
+            # wrong: fetch the file whole from one endpoint at a time, so the next mismatch
+            # names its culprit instead of excluding good mirrors with the bad one.
+            self.whole = True
+            emit(Notice(f"{remote.path}: content hash mismatch from several endpoints; fetching it whole from one"))
+            return False
+        self.ranking.served_bad_bytes(remote.etag, self.used)
+        emit(Notice(f"{remote.path}: content hash mismatch from {', '.join(sorted(self.used))}; discarded"))
+        culprits = self.ranking.all_served_bad_bytes(remote.etag)
+        if culprits:
+            # Name every endpoint that served bad bytes, not only the last one tried.
+            raise errors.IntegrityError(
+                f"{remote.path} failed verification: expected {hash_kind(remote.etag).replace('-', ' ')} {remote.etag}, got {digest} "
+                f"(from {', '.join(e.url for e in culprits)}). The bytes were discarded; try another endpoint.")
+        return False
 
-def _start_afresh(path: Path) -> None:
-    """Drop a partial file by unlinking it, never by truncating: a second writer that still has it
-    open (where the lock did not hold) keeps writing into its own inode, not into ours."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
+    # -- ranges ----------------------------------------------------------------------------
+    def _fetch_parts(self, fd: int, progress: PartsProgress) -> None:
+        pending = [part for part in progress.parts if not part.complete]
+        if not pending:
+            return
+        failures: list[BaseException] = []
 
-
-def _commit_blob(fd: int, incomplete: Path, blob: Path, size: int) -> bool:
-    """Give the verified file its final name, making sure the name holds the very file verified.
-
-    Renaming by path alone could commit another writer's half-written file that replaced ours
-    under the same name (possible only where the lock did not hold). When our verified file has
-    lost its name that way, its bytes are copied out under a private name and committed.
-    """
-    private = incomplete.with_name(f"{incomplete.name}.{os.getpid()}.{threading.get_ident()}")
-    try:
-        os.rename(incomplete, private)
-    except FileNotFoundError:
-        return _present(blob, size) or _commit_copy(fd, private, blob, size)
-    ours = os.fstat(fd)
-    theirs = os.stat(private)
-    if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
-        try:
-            os.rename(private, incomplete)  # not ours: give it back to whoever is writing it
-        except OSError:
-            _start_afresh(private)
-        return _present(blob, size) or _commit_copy(fd, private, blob, size)
-    os.replace(private, blob)
-    return True
-
-
-def _commit_copy(fd: int, private: Path, blob: Path, size: int) -> bool:
-    out = open_shared(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(out, fd, offset, size - offset)
-            if not sent:
-                raise OSError(errno.EIO, "verified file shorter than its size")
-            offset += sent
-        os.fsync(out)
-    except BaseException:
-        os.close(out)
-        _start_afresh(private)
-        raise
-    os.close(out)
-    os.replace(private, blob)
-    return True
-
-
-def _discard(incomplete: Path, state_path: Path) -> None:
-    for path in (incomplete, state_path):
-        try:
-            path.unlink()
-        except OSError:
-            pass
-
-
-def _fetch_parts(transfer: Transfer, remote: RemoteFile, fd: int, progress: _Progress, excluded: set[str], used: set[str]) -> None:
-    pending = [part for part in progress.parts if not part.complete]
-    if not pending:
-        return
-    failures: list[BaseException] = []
-    cancel = threading.Event()
-
-    def run(part: Part) -> None:
-        try:
-            _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel)
-        except BaseException as exc:
-            failures.append(exc)
-            cancel.set()
-
-    helpers = [threading.Thread(target=run, args=(part,), name=f"fetch {remote.path}@{part.start}", daemon=True) for part in pending[1:]]
-    for thread in helpers:
-        thread.start()
-    run(pending[0])
-    for thread in helpers:
-        thread.join()
-    if failures:
-        # A range that was ignored wins: it means "start over", not "fail".
-        for exc in failures:
-            if isinstance(exc, RangeIgnored):
-                raise exc
-        raise failures[0]
-
-
-def _endpoint_order(transfer: Transfer, excluded: set[str]) -> list[Endpoint]:
-    # The configured order, except that endpoints already given up on in this pull come last.
-    rank = {e.url: i for i, e in enumerate(transfer.client.ordered())}
-    return sorted((e for e in transfer.endpoints if e.url not in excluded), key=lambda e: rank.get(e.url, -1))
-
-
-def _fetch_part(transfer, remote, fd, part, progress, excluded, used, cancel) -> None:
-    reasons: list[str] = []
-    for endpoint in _endpoint_order(transfer, excluded):
-        attempts = 0
-        while attempts < ATTEMPTS_PER_ENDPOINT and not part.complete:
-            if cancel.is_set() or transfer.stopped.is_set():
-                raise InterruptedError("another range of this file failed, or the pull was interrupted")
-            before = part.done
+        def run(part: Part) -> None:
             try:
-                with transfer.slots:
-                    _stream(transfer, endpoint, remote, fd, part, progress, used, cancel)
-                return
-            except EndpointFailure as failure:
-                if part.done > before:
-                    attempts = 0  # a connection that delivered data is not a broken endpoint
-                attempts += 1
-                if failure.retry_after is not None and failure.retry_after > MAX_RETRY_AFTER:
-                    # Asked to come back in an hour: treat the endpoint as down now, as HubClient.call
-                    # does, rather than retrying it after 0.2 s and being refused again.
-                    attempts = ATTEMPTS_PER_ENDPOINT
-                if failure.retry_after is not None and attempts < ATTEMPTS_PER_ENDPOINT:
-                    time.sleep(failure.retry_after)
-                elif attempts < ATTEMPTS_PER_ENDPOINT:
-                    time.sleep(0.2)
-                if attempts >= ATTEMPTS_PER_ENDPOINT:
-                    reasons.append(f"{endpoint.name}: {failure.reason}")
-                    if len(transfer.endpoints) > 1:
-                        transfer.client.demote(endpoint)  # later files start with an endpoint that works
-                        transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({failure.reason}); trying the next endpoint"))
-            except DefinitiveAnswer as answer:
-                reasons.append(f"{endpoint.name}: {answer.error}")
-                break
+                self._fetch_part(fd, part, progress)
+            except BaseException as exc:
+                failures.append(exc)
+                self.cancel.set()
+
+        helpers = [threading.Thread(target=run, args=(part,), name=f"fetch {self.remote.path}@{part.start}", daemon=True)
+                   for part in pending[1:]]
+        for thread in helpers:
+            thread.start()
+        run(pending[0])
+        for thread in helpers:
+            thread.join()
+        if failures:
+            # A range that was ignored wins: it means "start over", not "fail".
+            for exc in failures:
+                if isinstance(exc, RangeIgnored):
+                    raise exc
+            raise failures[0]
+
+    def _check_stop(self) -> None:
+        if self.cancel.is_set() or self.transfer.stopped.is_set():
+            raise InterruptedError("another range of this file failed, or the pull was interrupted")
+
+    def _fetch_part(self, fd: int, part: Part, progress: PartsProgress) -> None:
+        transfer, remote = self.transfer, self.remote
+
+        def attempt(endpoint: Endpoint) -> None:
+            with transfer.slots:
+                self._stream(endpoint, fd, part, progress)
+
+        def leave(endpoint: Endpoint, reason: str) -> None:
+            if len(transfer.endpoints) > 1:  # later files start with an endpoint that works
+                transfer.emit(Notice(f"{remote.path}: {endpoint.name} failed ({reason}); trying the next endpoint"))
+
+        def refused(endpoint: Endpoint, answer: DefinitiveAnswer) -> None:
+            if answer.status in (401, 403) and len(transfer.endpoints) > 1:
+                transfer.emit(Notice(f"{remote.path}: {endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint"))
+
         if part.complete:
             return
-    if part.complete:
-        return
-    detail = "; ".join(reasons) or "every endpoint was excluded after a failed verification"
-    raise errors.HubError(
-        f"could not download {remote.path} from any endpoint ({detail}). What was fetched is kept: "
-        "run the same pull again to resume.")
+        try:
+            fall_back(self.ranking.ordered(etag=remote.etag), attempt, ranking=self.ranking, on_leave=leave,
+                      on_answer=refused, delivered=lambda: part.done, pause=self.cancel.wait, check_stop=self._check_stop)
+        except AllFailed as failed:
+            # An answer such as "gated" on every endpoint: a rerun would not change it, so it is
+            # the error itself, never "run the same pull again to resume".
+            definitive = failed.definitive()
+            if definitive is not None:
+                raise definitive from None
+            detail = failed.detail or "every endpoint was excluded after a failed verification"
+            raise errors.HubError(
+                f"could not download {remote.path} from any endpoint ({detail}). What was fetched is kept: "
+                "run the same pull again to resume.") from None
 
-
-def _stream(transfer, endpoint, remote, fd, part, progress, used, cancel) -> None:
-    if remote.size == 0:
-        return
-    whole_file = part.offset == 0 and part.end == remote.size
-    use_range = not whole_file
-    if use_range and endpoint.url in transfer.no_range:
-        raise RangeIgnored()
-    response = transfer.client.open_file(
-        endpoint, transfer.repo_id, transfer.commit, remote,
-        start=part.offset if use_range else 0, end=part.end if use_range else None, repo_type=transfer.repo_type,
-    )
-    if response.status == 200 and use_range:
-        response.close()
-        with transfer.lock:
-            transfer.no_range.add(endpoint.url)
-        raise RangeIgnored()
-    used.add(endpoint.url)
-    buffer = bytearray(BUFFER)
-    view = memoryview(buffer)
-    completed = False
-    flushed = part.offset  # where this stream last asked the kernel to start writing to disk
-    try:
-        while not part.complete:
-            if cancel.is_set() or transfer.stopped.is_set():
-                raise InterruptedError("another range of this file failed, or the pull was interrupted")
-            want = min(BUFFER, part.end - part.offset)
-            # Fill the buffer before writing: a slow or capped connection delivers a few KB per
-            # read, and writing, locking and reporting each of those would cost more CPU than the
-            # bytes themselves. What was received before a failure is still written and kept.
-            count, failure = 0, None
-            while count < want:
-                try:
-                    received = response.readinto(view[count:want])
-                except (OSError, http.client.HTTPException) as exc:
-                    failure = f"transfer broke after {part.offset + count} of {remote.size} bytes ({type(exc).__name__})"
-                    break
-                if not received:
-                    failure = f"connection closed after {part.offset + count} of {remote.size} bytes"
-                    break
-                count += received
-            if count:
-                _write(fd, view[:count], part.offset, remote)
-                progress.advance(part, count)
-                transfer.emit(BytesReceived(remote.path, count))
-            if failure is not None:
-                raise EndpointFailure(failure)
-            if part.offset - flushed >= WRITEBACK_EVERY:
-                start_writeback(fd, flushed, part.offset - flushed)
-                flushed = part.offset
-        completed = True
-    finally:
-        if completed:
-            response.release()
-        else:
+    def _stream(self, endpoint: Endpoint, fd: int, part: Part, progress: PartsProgress) -> None:
+        transfer, remote = self.transfer, self.remote
+        if remote.size == 0 or part.complete:
+            return
+        use_range = not (part.offset == 0 and part.end == remote.size)
+        if use_range and self.ranking.ignores_range(endpoint):
+            raise RangeIgnored()
+        try:
+            response = transfer.client.open_file(
+                endpoint, transfer.repo_id, transfer.commit, remote,
+                start=part.offset if use_range else 0, end=part.end if use_range else None, repo_type=transfer.repo_type,
+            )
+        except RangeIgnored:
+            self.ranking.saw_range_ignored(endpoint)
+            raise
+        if response.status == 200 and use_range:
             response.close()
+            self.ranking.saw_range_ignored(endpoint)
+            raise RangeIgnored()
+        self.used.add(endpoint.url)
+        view = memoryview(bytearray(BUFFER))
+        completed = False
+        flushed = part.offset  # where this stream last asked the kernel to start writing to disk
+        try:
+            while not part.complete:
+                self._check_stop()
+                want = min(BUFFER, part.end - part.offset)
+                # Fill the buffer before writing: a slow or capped connection delivers a few KB per
+                # read, and writing, locking and reporting each of those would cost more CPU than the
+                # bytes themselves. What was received before a failure is still written and kept.
+                count, failure = 0, None
+                while count < want:
+                    try:
+                        received = response.readinto(view[count:want])
+                    except (OSError, http.client.HTTPException) as exc:
+                        failure = f"transfer broke after {part.offset + count} of {remote.size} bytes ({type(exc).__name__})"
+                        break
+                    except EndpointFailure as slow:  # below the speed floor (retry.Pace)
+                        failure = f"{slow.reason}, after {part.offset + count} of {remote.size} bytes"
+                        break
+                    if not received:
+                        failure = f"connection closed after {part.offset + count} of {remote.size} bytes"
+                        break
+                    count += received
+                if count:
+                    _write(fd, view[:count], part.offset, remote)
+                    progress.advance(part, count)
+                    transfer.emit(BytesReceived(remote.path, count))
+                if failure is not None:
+                    raise EndpointFailure(failure)
+                if part.offset - flushed >= WRITEBACK_EVERY or (part.complete and part.offset > flushed):
+                    # (and the tail of every finished part: a pull of many parts smaller than
+                    # WRITEBACK_EVERY would otherwise leave all of its bytes to the final fsync)
+                    start_writeback(fd, flushed, part.offset - flushed)
+                    flushed = part.offset
+            completed = True
+        finally:
+            if completed:
+                response.release()
+            else:
+                response.close()
 
 
 def _write(fd: int, data: memoryview, offset: int, remote: RemoteFile) -> None:
     try:
-        written = os.pwrite(fd, data, offset)
+        written = 0
         while written < len(data):
-            written += os.pwrite(fd, data[written:], offset + written)
+            count = os.pwrite(fd, data[written:], offset + written)
+            if not count:  # never for a regular file; a loop that cannot end if it ever were
+                raise OSError(errno.EIO, f"could not write {remote.path}")
+            written += count
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise errors.DiskSpaceError(

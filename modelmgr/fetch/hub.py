@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import threading
-import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 from urllib.parse import quote, urlsplit
@@ -19,13 +18,13 @@ from urllib.parse import quote, urlsplit
 from modelmgr import errors
 from modelmgr.project.config import Config, Endpoint
 from modelmgr.project.names import check_commit, check_etag, check_remote_path, check_size
-from modelmgr.fetch.transport import EndpointFailure, Response, Transport
+from modelmgr.fetch.retry import METADATA_TIMEOUTS, AllFailed, DefinitiveAnswer, EndpointFailure, RangeIgnored, Ranking, fall_back
+from modelmgr.fetch.transport import Response, Transport
+from modelmgr.fetch.auth import classify as classify_access
 
 log = logging.getLogger("modelmgr.fetch.hub")
 T = TypeVar("T")
-
-RETRIES_PER_ENDPOINT = 2
-MAX_RETRY_AFTER = 30.0  # seconds; a server asking for longer is treated as down
+MAX_PAGES = 10_000
 
 
 @dataclass(frozen=True)
@@ -34,14 +33,6 @@ class RemoteFile:
     size: int
     etag: str  # sha256 for LFS files, git blob sha1 otherwise: the blob's name in the cache
     lfs: bool
-
-
-class DefinitiveAnswer(Exception):
-    """An endpoint answered clearly that the thing does not exist (or is not allowed)."""
-
-    def __init__(self, error: errors.HubError):
-        super().__init__(str(error))
-        self.error = error
 
 
 def _api_prefix(repo_type: str) -> str:
@@ -69,16 +60,25 @@ def _retry_after(response: Response) -> float | None:
     return max(0.0, seconds)
 
 
-def raise_for_status(response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint) -> None:
-    """Turn an error status into EndpointFailure (try elsewhere) or DefinitiveAnswer (it is not there)."""
+def raise_for_status(
+    response: Response, *, repo_id: str, revision: str, path: str | None, endpoint: Endpoint, ranged: bool = False,
+    repo_type: str = "model",
+) -> None:
+    """Turn an error status into EndpointFailure (try elsewhere), DefinitiveAnswer (it is not
+    there) or RangeIgnored (a range request refused: start the file over without one)."""
     status = response.status
     if status < 400:
         return
     code = response.header("X-Error-Code") or ""
+    message = response.headers.get("X-Error-Message")
     try:
         response.read(limit=1024 * 1024)
     except (EndpointFailure, OSError):
         response.close()
+    if status == 416 and ranged:
+        # The server will not serve the range the resume state asks for (its idea of the file
+        # differs, or it refuses ranges): retrying the same range fails the same way forever.
+        raise RangeIgnored("refused a byte range (HTTP 416)")
     if status == 429 or status == 503:
         raise EndpointFailure(f"HTTP {status} (rate limited or overloaded)", retry_after=_retry_after(response))
     if status >= 500:
@@ -88,9 +88,10 @@ def raise_for_status(response: Response, *, repo_id: str, revision: str, path: s
             f"revision {revision!r} not found in {repo_id} on {endpoint.name}: check the branch, tag or commit."))
     if code == "EntryNotFound" and path is not None:
         raise DefinitiveAnswer(errors.EntryNotFound(f"file {path!r} not found in {repo_id}@{revision} on {endpoint.name}."))
-    if code == "GatedRepo":
-        raise DefinitiveAnswer(errors.GatedRepo(
-            f"{repo_id} is gated: accept its terms on the Hub, then set HF_TOKEN (or run `hf auth login`)."))
+    access = classify_access(status, code, message, repo_id=repo_id, repo_type=repo_type, endpoint=endpoint,
+                             credential_sent=response.credential_sent, token_withheld=response.token_withheld)
+    if access is not None:
+        raise DefinitiveAnswer(access, status=status)
     if code in ("RepoNotFound", "EntryNotFound") or status in (401, 403, 404):
         raise DefinitiveAnswer(errors.RepoNotFound(
             f"model {repo_id!r} not found on {endpoint.name} (HTTP {status}): check the id; "
@@ -101,12 +102,13 @@ def raise_for_status(response: Response, *, repo_id: str, revision: str, path: s
 def _read_json(response: Response, endpoint: Endpoint) -> object:
     content_type = (response.headers.get("Content-Type") or "").lower()
     body = response.read()
+    # Neither answer changes on a retry: move on to the next endpoint at once.
     if "html" in content_type or body.lstrip()[:1] == b"<":
-        raise EndpointFailure("answered with an HTML page where JSON was expected (a captive portal or an error page?)")
+        raise EndpointFailure("answered with an HTML page where JSON was expected (a captive portal or an error page?)", transient=False)
     try:
         return json.loads(body)
-    except ValueError:
-        raise EndpointFailure("answered with malformed JSON") from None
+    except (ValueError, RecursionError):
+        raise EndpointFailure("answered with malformed JSON", transient=False) from None
 
 
 class HubClient:
@@ -116,77 +118,52 @@ class HubClient:
                 "offline mode is on (HF_HUB_OFFLINE or --offline) and this needs the network: "
                 "pull the model while online, or unset HF_HUB_OFFLINE.")
         self.endpoints = config.endpoints
-        self.transport = Transport(token=config.token)
+        self.transport = Transport.for_config(config)
         self._warn = on_warning or (lambda message: log.warning(message))
-        # Endpoints given up on during this pull, tried last from then on: a mirror that timed
-        # out on the revision would otherwise cost its full timeout (twice) again for the tree
-        # and for every file. They stay in the list, so a file only they have is still found.
-        self._demoted: list[str] = []
+        # What this pull learns about its endpoints, shared with every download (retry.Ranking).
+        self.ranking = Ranking(self.endpoints)
         self._head_first: set[str] = set()  # endpoints whose GET answers lack the Hub's metadata
         self._lock = threading.Lock()
-        self._demoted_lock = threading.Lock()
-
-    def demote(self, endpoint: Endpoint) -> None:
-        with self._demoted_lock:
-            if endpoint.url not in self._demoted:
-                self._demoted.append(endpoint.url)
 
     def ordered(self) -> tuple[Endpoint, ...]:
         """The configured order, with endpoints that already failed in this pull moved last."""
-        with self._demoted_lock:
-            demoted = list(self._demoted)
-        healthy = [e for e in self.endpoints if e.url not in demoted]
-        return (*healthy, *sorted((e for e in self.endpoints if e.url in demoted), key=lambda e: demoted.index(e.url)))
+        return tuple(self.ranking.ordered())
 
     # -- fallback ------------------------------------------------------------------------
     def call(self, what: str, attempt: Callable[[Endpoint], T], *, endpoints: tuple[Endpoint, ...] | None = None) -> tuple[T, Endpoint]:
-        """Run ``attempt`` on each endpoint in order until one succeeds."""
-        failures: list[tuple[Endpoint, str]] = []
-        definitive: list[errors.HubError] = []
-        for endpoint in endpoints or self.ordered():
-            for retry in range(RETRIES_PER_ENDPOINT):
-                try:
-                    return attempt(endpoint), endpoint
-                except DefinitiveAnswer as answer:
-                    definitive.append(answer.error)
-                    failures.append((endpoint, str(answer.error)))
-                    break
-                except errors.UnsafeServerResponse as refused:
-                    # A hostile or broken listing refuses this endpoint's answer, not the model:
-                    # another mirror may serve it cleanly. Nothing was written from it.
-                    definitive.append(refused)
-                    failures.append((endpoint, str(refused)))
-                    if len(self.endpoints) > 1:
-                        self.demote(endpoint)
-                        self._warn(f"{endpoint.name}: {refused} Trying the next endpoint")
-                    break
-                except EndpointFailure as failure:
-                    wait = failure.retry_after
-                    last = retry == RETRIES_PER_ENDPOINT - 1
-                    if wait is not None and wait <= MAX_RETRY_AFTER and not last:
-                        time.sleep(wait)
-                        continue
-                    if wait is None and not last and "HTML" not in failure.reason and "malformed" not in failure.reason:
-                        time.sleep(0.2)
-                        continue
-                    failures.append((endpoint, failure.reason))
-                    if len(self.endpoints) > 1:
-                        self.demote(endpoint)
-                        self._warn(f"{endpoint.name}: {failure.reason}; trying the next endpoint")
-                    break
-        if definitive and len(definitive) == len(failures):
-            raise definitive[0]
-        detail = "; ".join(f"{endpoint.name}: {reason}" for endpoint, reason in failures)
-        raise errors.HubError(
-            f"could not {what} from any endpoint ({detail}). Check your network, or add a mirror with "
-            "--endpoint URL or [[hub.endpoints]] in the config.")
+        """Run ``attempt`` on each endpoint in order until one succeeds (the policy: retry.py)."""
+        def leave(endpoint: Endpoint, reason: str) -> None:
+            if len(self.endpoints) > 1:
+                joined = f"{reason} Trying" if reason.endswith(".") else f"{reason}; trying"
+                self._warn(f"{endpoint.name}: {joined} the next endpoint")
+
+        def refused(endpoint: Endpoint, answer: DefinitiveAnswer) -> None:
+            if answer.status in (401, 403) and len(self.endpoints) > 1:
+                # A refusal may be this endpoint's alone (a mirror without the token):
+                # say why the pull moves on rather than falling back silently.
+                self._warn(f"{endpoint.name} refused access (HTTP {answer.status}); trying the next endpoint. {answer.error}")
+
+        try:
+            return fall_back(endpoints or self.ordered(), attempt, ranking=self.ranking, on_leave=leave, on_answer=refused)
+        except AllFailed as failed:
+            definitive = failed.definitive()
+            if definitive is not None:
+                raise definitive from None
+            raise errors.HubError(
+                f"could not {what} from any endpoint ({failed.detail}). Check your network, or add a mirror with "
+                "--endpoint URL or [[hub.endpoints]] in the config.") from None
+
+    def _get_json(self, endpoint: Endpoint, path: str) -> Response:
+        # A metadata answer is small: it must be whole within a few read timeouts, however it trickles.
+        return self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"},
+                                      whole_within=METADATA_TIMEOUTS * endpoint.timeout)
 
     # -- protocol ------------------------------------------------------------------------
     def resolve_commit(self, repo_id: str, revision: str, repo_type: str = "model") -> tuple[str, Endpoint]:
         def attempt(endpoint: Endpoint) -> str:
             path = f"{_api_prefix(repo_type)}/{repo_id}/revision/{_quote_revision(revision)}"
-            response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
-            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint)
+            response = self._get_json(endpoint, path)
+            raise_for_status(response, repo_id=repo_id, revision=revision, path=None, endpoint=endpoint, repo_type=repo_type)
             data = _read_json(response, endpoint)
             if not isinstance(data, dict):
                 raise EndpointFailure("answered a revision request with something that is not an object")
@@ -201,18 +178,21 @@ class HubClient:
         def attempt(endpoint: Endpoint) -> list[RemoteFile]:
             path: str | None = f"{_api_prefix(repo_type)}/{repo_id}/tree/{commit}?recursive=true&expand=false"
             files: list[RemoteFile] = []
-            pages = 0
+            seen: set[str] = set()
             while path:
-                pages += 1
-                if pages > 10_000:
-                    raise EndpointFailure("tree listing did not end after 10000 pages")
-                response = self.transport.request(endpoint, "GET", path, headers={"Accept": "application/json"})
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint)
+                # A cursor that never advances, or pages without end, must not keep the pull here.
+                if path in seen:
+                    raise EndpointFailure("tree pagination repeats a page it already sent", transient=False)
+                if len(seen) >= MAX_PAGES:
+                    raise EndpointFailure(f"tree listing did not end after {MAX_PAGES} pages", transient=False)
+                seen.add(path)
+                response = self._get_json(endpoint, path)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=None, endpoint=endpoint, repo_type=repo_type)
                 entries = _read_json(response, endpoint)
                 if not isinstance(entries, list):
                     raise EndpointFailure("answered a tree request with something that is not a list")
                 files.extend(parse_tree(entries, source=endpoint.name))
-                path = _next_page(response, endpoint)
+                path = _next_page(response, endpoint, page_path=path.split("?", 1)[0])
             return files
 
         return self.call(f"list the files of {repo_id}@{commit[:8]}", attempt)
@@ -241,20 +221,22 @@ class HubClient:
         vouched_by = None
         if endpoint.url in self._head_first:
             vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
+        ranged = "Range" in headers
         response = self.transport.request(endpoint, "GET", path, headers=headers)
         try:
-            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+            raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged, repo_type=repo_type)
             if vouched_by is None and response.header("X-Repo-Commit") is None and _looks_like_file(response, remote):
                 response.close()
                 vouched_by = self._vouch(endpoint, path, repo_id, commit, remote)
                 with self._lock:
                     self._head_first.add(endpoint.url)
                 response = self.transport.request(endpoint, "GET", path, headers=headers)
-                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint)
+                raise_for_status(response, repo_id=repo_id, revision=commit, path=remote.path, endpoint=endpoint, ranged=ranged, repo_type=repo_type)
             check_file_response(response, remote, commit, start=start, end=end, vouched_by=vouched_by)
         except BaseException:
             response.close()
             raise
+        self.transport.use_for_body(response, endpoint)
         return response
 
     def _vouch(self, endpoint: Endpoint, path: str, repo_id: str, commit: str, remote: RemoteFile) -> Response:
@@ -332,7 +314,7 @@ def parse_tree(entries: list, *, source: str) -> list[RemoteFile]:
     return files
 
 
-def _next_page(response: Response, endpoint: Endpoint) -> str | None:
+def _next_page(response: Response, endpoint: Endpoint, *, page_path: str | None = None) -> str | None:
     link = response.headers.get("Link") or ""
     for part in link.split(","):
         if 'rel="next"' in part and "<" in part and ">" in part:
@@ -343,6 +325,13 @@ def _next_page(response: Response, endpoint: Endpoint) -> str | None:
             # starts with the endpoint's URL.
             if url.startswith(endpoint.url + "/") and _origin(url) == _origin(endpoint.url):
                 return url[len(endpoint.url):]
+            # A mirror that passes the Hub's absolute link through (hf-mirror.com does) means
+            # "the next page of this listing": follow it here, on the endpoint being paged, when
+            # it names exactly the same API path. Anything else would leave the mirror.
+            moved = urlsplit(url)
+            endpoint_prefix = urlsplit(endpoint.url).path.rstrip("/")
+            if page_path and moved.scheme in ("http", "https") and moved.path in (page_path, endpoint_prefix + page_path):
+                return page_path + (f"?{moved.query}" if moved.query else "")
             raise EndpointFailure(f"tree pagination points to another host ({url.split('/')[2] if '://' in url else url})")
     return None
 

@@ -17,17 +17,28 @@ from typing import Sequence
 
 from modelmgr import errors
 from modelmgr.project.config import Config, load_config
-from modelmgr.fetch.download import Transfer, fetch_blob, resumable_bytes
+from modelmgr.fetch.download import Transfer, fetch_blob
 from modelmgr.fetch.events import EventSink, FileFinished, Notice, PlanReady, ignore
 from modelmgr.fetch.hub import HubClient, RemoteFile
+from modelmgr.fetch.parts import part_size, resumable_bytes
 from modelmgr.fsutil import make_dirs, share_new
 from modelmgr.cache.layout import RepoPaths, relative_blob_link
 from modelmgr.cache.manifest import ManifestEntry, missing_files, write_manifest
 from modelmgr.project.refs import ModelRef, is_commit, parse_ref
-from modelmgr.fetch.selection import select_files
+from modelmgr.fetch.quants import quant_of
+from modelmgr.fetch.selection import select
 from modelmgr.units import format_size
 
-DISK_MARGIN = 64 * 1024 * 1024  # keep this much free beyond what the pull needs
+DISK_MARGIN = 64 * 1024 * 1024  # keep at most this much free beyond what the pull needs...
+MIN_DISK_MARGIN = 1024 * 1024  # ...and at least this (filesystem metadata, the state files)
+
+
+def disk_margin(needed: int) -> int:
+    """Room to leave free beyond the bytes a pull fetches: a tenth of them, within bounds.
+
+    A fixed 64 MB refused a 650 kB pull on a disk with 42 MB free; scaled, a small pull needs
+    little slack and a big one still leaves room for the rest of the system."""
+    return max(MIN_DISK_MARGIN, min(DISK_MARGIN, needed // 10))
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class PullPlan:
     files: tuple[PlannedFile, ...]
     skipped: tuple[str, ...]
     endpoint: str
+    note: str | None = None  # why these files: the GGUF quantization taken and the rule that chose it
 
     @property
     def total_bytes(self) -> int:
@@ -100,11 +112,15 @@ def find_cached(ref: ModelRef, config: Config, *, repo_type: str = "model") -> S
             continue
         if missing_files(paths, commit):
             continue
+        if ref.quant and not any(quant_of(f.name) == ref.quant for f in paths.snapshot(commit).glob("*.gguf")):
+            continue  # another quantization of this commit is cached, not the one asked for
         return Snapshot(ref.repo_id, commit, revision, paths.snapshot(commit), repo_type)
     return None
 
 
-def ensure_snapshot(ref: ModelRef | str, config: Config | None = None, *, on_event: EventSink = ignore) -> Snapshot:
+def ensure_snapshot(
+    ref: ModelRef | str, config: Config | None = None, *, on_event: EventSink = ignore, free_memory: int | None = None,
+) -> Snapshot:
     """The cached snapshot for ``ref``, pulling it first when it is not complete in the cache.
 
     A cached model is used as is, without asking the Hub for updates (``pull`` does that).
@@ -114,7 +130,7 @@ def ensure_snapshot(ref: ModelRef | str, config: Config | None = None, *, on_eve
     cached = find_cached(ref, config)
     if cached is not None:
         return cached
-    return pull(ref, config=config, on_event=on_event).snapshot
+    return pull(ref, config=config, on_event=on_event, free_memory=free_memory).snapshot
 
 
 def pull(
@@ -128,8 +144,11 @@ def pull(
     connections: int | None = None,
     repo_type: str = "model",
     on_event: EventSink = ignore,
+    free_memory: int | None = None,
 ) -> PullResult:
-    """Download what ``from_pretrained`` needs for ``ref`` into the cache and return its snapshot."""
+    """Download what a load needs for ``ref`` into the cache and return its snapshot: what
+    ``from_pretrained`` needs, or one GGUF quantization (``ref``'s tag, else the default rule,
+    which weighs the quantizations against ``free_memory`` in bytes; None: unknown)."""
     started = time.monotonic()
     config = config or load_config()
     ref = _as_ref(ref, config)
@@ -142,11 +161,13 @@ def pull(
         return PullResult(None, cached, dry_run=dry_run)
 
     client = HubClient(config, on_warning=lambda message: on_event(Notice(message)))
-    plan = plan_pull(client, ref, config, include=include, exclude=exclude, all_files=all_files, repo_type=repo_type)
+    plan = plan_pull(client, ref, config, include=include, exclude=exclude, all_files=all_files, repo_type=repo_type, free_memory=free_memory)
     paths = RepoPaths(plan.cache_dir, plan.repo_id, repo_type)
     snapshot = Snapshot(plan.repo_id, plan.commit, plan.revision, paths.snapshot(plan.commit), repo_type)
     if dry_run:
         return PullResult(plan, snapshot, dry_run=True)
+    if plan.note and ref.quant is None:  # the rule chose: say which, and how to choose another
+        on_event(Notice(plan.note))
 
     if config.max_cache_size is not None and plan.fetch_bytes:
         from modelmgr.cache.prune import prune_to_fit  # only teams that cap their cache pay for the planner
@@ -159,6 +180,7 @@ def pull(
         client=client, paths=paths, repo_id=plan.repo_id, commit=plan.commit, repo_type=repo_type,
         endpoints=config.endpoints, connections=connections or config.connections,
         slots=threading.Semaphore(connections or config.connections), emit=on_event,
+        part_size=part_size(plan.fetch_bytes, connections or config.connections),
     )
     downloaded = _fetch_all(transfer, plan)
     if not is_commit(plan.revision):
@@ -176,6 +198,7 @@ def plan_pull(
     exclude: Sequence[str] = (),
     all_files: bool = False,
     repo_type: str = "model",
+    free_memory: int | None = None,
 ) -> PullPlan:
     revision = ref.revision_or_default
     if is_commit(revision):
@@ -184,7 +207,9 @@ def plan_pull(
         commit, endpoint = client.resolve_commit(ref.repo_id, revision, repo_type)
     remote_files, endpoint = client.list_files(ref.repo_id, commit, repo_type)
     by_path = {f.path: f for f in remote_files}
-    chosen = select_files(list(by_path), include=include, exclude=exclude, all_files=all_files)
+    selection = select({path: f.size for path, f in by_path.items()}, quant=ref.quant, include=include, exclude=exclude,
+                       all_files=all_files, free_memory=free_memory, repo=ref.repo_id)
+    chosen = selection.files
     if not chosen:
         raise errors.EntryNotFound(
             f"no file of {ref.repo_id}@{commit[:8]} matches the selection: check --include / --exclude "
@@ -192,7 +217,7 @@ def plan_pull(
     paths = RepoPaths(config.cache_dir, ref.repo_id, repo_type)
     planned = tuple(_plan_file(paths, commit, by_path[path]) for path in chosen)
     skipped = tuple(sorted(set(by_path) - set(chosen)))
-    return PullPlan(ref.repo_id, repo_type, revision, commit, config.cache_dir, planned, skipped, endpoint.name)
+    return PullPlan(ref.repo_id, repo_type, revision, commit, config.cache_dir, planned, skipped, endpoint.name, selection.note)
 
 
 def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile:
@@ -203,7 +228,7 @@ def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile
         cached = False
     # What the download will really keep (the resume state, not the possibly sparse file's size,
     # and nothing for small files, which restart): dry-run and the free-space check use it.
-    partial = 0 if cached else resumable_bytes(paths, remote)
+    partial = 0 if cached else resumable_bytes(paths, remote.etag, remote.size)
     return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial)
 
 
@@ -211,9 +236,12 @@ def check_free_space(plan: PullPlan) -> None:
     make_dirs(plan.cache_dir)
     free = shutil.disk_usage(plan.cache_dir).free
     needed = plan.fetch_bytes
-    if needed + DISK_MARGIN > free and needed > 0:
+    margin = disk_margin(needed)
+    if needed + margin > free and needed > 0:
+        # Name the margin when it is what does not fit: "needs 8 MB, 9 MB is free" reads as a contradiction.
+        extra = f" plus a safety margin of {format_size(margin)}" if needed <= free else ""
         raise errors.DiskSpaceError(
-            f"not enough free space in {plan.cache_dir}: the pull needs {format_size(needed)} more, "
+            f"not enough free space in {plan.cache_dir}: the pull needs {format_size(needed)} more{extra}, "
             f"{format_size(free)} is free. Free space (modelmgr prune, modelmgr rm) or point HF_HUB_CACHE at a larger disk.")
 
 

@@ -6,8 +6,12 @@ slow; a load needs the config, the tokenizer, the chat template and one copy of 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fnmatch import fnmatch
-from typing import Iterable, Sequence, TypeVar
+from typing import Iterable, Mapping, Sequence, TypeVar
+
+from modelmgr.errors import EntryNotFound
+from modelmgr.fetch.quants import QuantChoice, choose_quant
 
 T = TypeVar("T")
 
@@ -45,7 +49,8 @@ def default_selection(paths: Sequence[str]) -> list[str]:
         # Only pickle weights: fetch them; loading still needs --allow-pickle.
         weights = [p for p in paths if _top_level(p) and _matches(p, PICKLE)]
     if not weights:
-        # Something we do not recognise (GGUF-only, custom formats): better everything than nothing.
+        # Something we do not recognise (custom formats): better everything than nothing.
+        # (GGUF-only repos never get here: select() takes one quantization of them.)
         return list(paths)
     return sorted(set(chosen) | set(weights))
 
@@ -66,3 +71,45 @@ def select_files(
     else:
         chosen = default_selection(paths)
     return sorted(p for p in chosen if not _matches(p, exclude))
+
+
+@dataclass(frozen=True)
+class Selection:
+    files: list[str]
+    quant: QuantChoice | None = None  # the GGUF quantization taken, with the reason
+
+    @property
+    def note(self) -> str | None:
+        if self.quant is None:
+            return None
+        others = [q for q in self.quant.available if q != self.quant.quant]
+        rest = f" (also in the repo: {', '.join(others)}; pick one with :QUANT)" if others else ""
+        return f"GGUF quantization {self.quant.reason}{rest}"
+
+
+def select(
+    files: Mapping[str, int],
+    *,
+    quant: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    all_files: bool = False,
+    free_memory: int | None = None,
+    repo: str = "the repo",
+) -> Selection:
+    """The files to pull of a repo (path -> bytes). ``--include`` and ``--all-files`` override
+    everything; a quantization tag takes that GGUF (all its parts) and nothing else; a repo with
+    safetensors or pickle weights gets what from_pretrained needs (its GGUF files stay behind);
+    a GGUF-only repo gets one quantization by ``choose_quant``'s rule."""
+    paths = list(files)
+    if all_files or include:
+        return Selection(select_files(paths, include=include, exclude=exclude, all_files=all_files))
+    has_transformers_weights = any(_top_level(p) and _matches(p, (*SAFETENSORS, *PICKLE)) for p in paths)
+    if quant is None and has_transformers_weights:
+        return Selection(select_files(paths, exclude=exclude))
+    choice = choose_quant(files, tag=quant, free_memory=free_memory, repo=repo)
+    if choice is None:
+        if quant is not None:
+            raise EntryNotFound(f"{repo} has no GGUF files, so the tag :{quant} matches nothing. Drop the tag to pull its {', '.join(sorted({p.rsplit('.', 1)[-1] for p in paths if '.' in p})[:4]) or 'files'}.")
+        return Selection(select_files(paths, exclude=exclude))
+    return Selection(sorted(p for p in choice.files if not _matches(p, exclude)), choice)

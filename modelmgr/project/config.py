@@ -7,33 +7,26 @@ Every effective value remembers which layer it came from, for ``modelmgr config 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
-from modelmgr.project.refs import is_commit, validate_repo_id, validate_revision
-from modelmgr.units import parse_size
+from modelmgr.fsutil import read_small
+from modelmgr.project.endpoints import Endpoint, make_endpoint, merge_endpoints, redact_url
+from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
+    PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
+)
+from modelmgr.project.refs import validate_repo_id, validate_revision
+from modelmgr.project.values import (
+    _as_bool, _as_endpoint_list, _as_positive_int, _as_seconds, _as_size, _as_str, _as_str_list,
+)
+
+__all__ = ["Config", "Endpoint", "ModelAlias", "load_config", "redact_url"]
 
 
 HUGGINGFACE_CO = "https://huggingface.co"
-PROJECT_FILE = "modelmgr.toml"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    url: str
-    name: str
-    timeout: float = 30.0
-    send_token: bool = False
-
-    @property
-    def host(self) -> str:
-        return self.url.split("://", 1)[-1].split("/", 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -53,12 +46,19 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     offline: bool = False
     connections: int = 32
+    metadata_timeout: float | None = None
+    download_timeout: float | None = None
+    proxy: str | None = field(default=None, repr=False)  # may hold a password
+    no_proxy: tuple[str, ...] = ()
+    ca_bundle: str | None = None
+    progress: bool = True
     max_cache_size: int | None = None
     backend: str = "auto"
     dtype: str = "auto"
     max_memory: int | None = None
     disabled_plugins: tuple[str, ...] = ()
     models: Mapping[str, ModelAlias] = field(default_factory=dict)
+    serve: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the serve.* keys, prefix dropped
     token: str | None = field(default=None, repr=False)
     sources: Mapping[str, str] = field(default_factory=dict, repr=False)
     files: tuple[Path, ...] = ()
@@ -93,64 +93,6 @@ def _writable(directory: Path) -> bool:
     return path.is_dir() and os.access(path, os.W_OK | os.X_OK)
 
 
-def _as_bool(value: Any, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ConfigError(f"invalid value {value!r} for {key}: use true or false.")
-
-
-def _as_positive_int(value: Any, key: str) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(value, bool):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a whole number of at least 1.")
-    return number
-
-
-def _as_seconds(value: Any, key: str) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not seconds > 0 or seconds == float("inf") or isinstance(value, bool):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a number of seconds above 0, for example 10.")
-    return seconds
-
-
-def _as_str(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a string.")
-    return value
-
-
-def _as_str_list(value: Any, key: str) -> list[str]:
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"invalid value {value!r} for {key}: use a list of strings.")
-    return list(value)
-
-
-def _as_size(value: Any, key: str) -> int:
-    try:
-        return parse_size(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{key}: {exc}") from None
-
-
-def _as_endpoint_list(value: Any, key: str) -> list[dict]:
-    if not isinstance(value, list) or not all(isinstance(v, dict) and "url" in v for v in value):
-        raise ConfigError(f"invalid value for {key}: use [[hub.endpoints]] tables, each with a url.")
-    return value
-
-
 # The dotted keys a config file may set: (parser, default, one line of documentation).
 SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "cache.dir": (_as_str, None, "the cache modelmgr writes to (default: HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub)"),
@@ -161,10 +103,28 @@ SCHEMA: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
     "hub.offline": (_as_bool, False, "never open a socket; serve only what is cached (HF_HUB_OFFLINE)"),
     "hub.connections": (_as_positive_int, 32, "parallel connections per pull"),
     "hub.timeout": (lambda v, k: _as_seconds(v, k), 30.0, "seconds without data before an endpoint counts as failed"),
+    "hub.metadata_timeout": (_as_seconds, None, "seconds for a metadata answer (revision, tree, file headers); default hub.timeout"),
+    "hub.download_timeout": (_as_seconds, None, "seconds without body bytes while downloading a file; default hub.timeout"),
+    "hub.proxy": (_as_str, None, "proxy URL for every endpoint (http://[user:pass@]host:port); else HTTPS_PROXY and friends"),
+    "hub.no_proxy": (_as_str_list, [], "hosts reached directly, as NO_PROXY: names, .suffixes, host:port, IPs, CIDRs, *"),
+    "hub.ca_bundle": (_as_str, None, "PEM file of CA certificates to trust (like SSL_CERT_FILE / REQUESTS_CA_BUNDLE)"),
+    "ui.progress": (_as_bool, True, "progress bars on a terminal (HF_HUB_DISABLE_PROGRESS_BARS=1 turns them off)"),
     "run.backend": (_as_str, "auto", "backend for run and load: auto, cpu, cuda, int8 or a plugin's"),
     "run.dtype": (_as_str, "auto", "auto, float32, bfloat16 or float16"),
     "run.max_memory": (_as_size, None, "cap on the memory a model may take, for backend selection"),
     "plugins.disabled": (_as_str_list, [], "plugins not to load, by entry-point name"),
+    # `modelmgr serve`; modelmgr/serve/settings.py gives them meaning (MODELMGR_HOST beats host and port).
+    "serve.host": (_as_str, None, "address serve listens on (default 127.0.0.1; others need an api_key)"),
+    "serve.port": (_as_positive_int, None, "port serve listens on (default 11435)"),
+    "serve.api_key": (_as_str, None, "key clients must send as Authorization: Bearer KEY (MODELMGR_API_KEY)"),
+    "serve.keep_alive": (_as_str, "5m", "how long a model stays loaded after its last request: 30s, 5m, 1h, 0, -1 (forever)"),
+    "serve.max_loaded": (_as_positive_int, None, "most models loaded at once (default: as many as the budget holds)"),
+    "serve.max_memory": (_as_size, None, "memory budget for all loaded models together (default: run.max_memory, else free memory)"),
+    "serve.parallel": (_as_positive_int, 8, "generations run at once per model (batched where the backend can)"),
+    "serve.max_queue": (_as_positive_int, 64, "requests waiting per model before 429"),
+    "serve.pull": (_as_bool, False, "pull a model a request names that is not cached, instead of answering 404"),
+    "serve.preload": (_as_str_list, [], "models (IDs or aliases) to load at start"),
+    "serve.cors_origins": (_as_str_list, [], "origins browsers may call the server from (default: none)"),
 }
 
 # Environment variables and the key each sets. Ordered lowest precedence first.
@@ -175,12 +135,17 @@ ENVIRONMENT: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("MODELMGR_CACHE_DIR", "cache.dir", str),
     ("HF_ENDPOINT", "hub.endpoint", str),
     ("MODELMGR_ENDPOINT", "hub.endpoint", str),
+    ("TRANSFORMERS_OFFLINE", "hub.offline", str),  # huggingface_hub honours it as HF_HUB_OFFLINE's fallback
     ("HF_HUB_OFFLINE", "hub.offline", str),
+    ("HF_HUB_ETAG_TIMEOUT", "hub.metadata_timeout", str),
+    ("HF_HUB_DOWNLOAD_TIMEOUT", "hub.download_timeout", str),
+    ("HF_HUB_DISABLE_PROGRESS_BARS", "ui.progress", lambda v: "false" if v.strip().lower() in ("1", "true", "yes", "on") else "true"),
     ("MODELMGR_OFFLINE", "hub.offline", str),
     ("MODELMGR_CONNECTIONS", "hub.connections", str),
     ("MODELMGR_BACKEND", "run.backend", str),
     ("MODELMGR_MAX_MEMORY", "run.max_memory", str),
     ("MODELMGR_CACHE_MAX_SIZE", "cache.max_size", str),
+    ("MODELMGR_API_KEY", "serve.api_key", str),
 )
 
 MODEL_KEYS = {"id", "revision", "backend", "dtype", "trust_remote_code"}
@@ -191,41 +156,20 @@ def default_hf_home(environ: Mapping[str, str]) -> Path:
     return Path(environ.get("HF_HOME") or os.path.join(xdg, "huggingface")).expanduser()
 
 
-def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> list[tuple[str, Path]]:
-    """The files consulted, lowest precedence first, whether or not they exist."""
+def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None = None,
+                 skipped: list[Path] | None = None) -> list[tuple[str, Path]]:
+    """The files consulted, lowest precedence first, whether or not they exist. Project files
+    another user owns are not consulted; ``skipped`` collects them."""
     import platformdirs  # ~10 ms; only needed when a config is actually loaded
 
     environ = os.environ if environ is None else environ
     files = [("system", Path(platformdirs.site_config_dir("modelmgr")) / "config.toml")]
     explicit = environ.get("MODELMGR_CONFIG")
     files.append(("user", Path(explicit).expanduser() if explicit else Path(platformdirs.user_config_dir("modelmgr")) / "config.toml"))
-    project = find_project_file(cwd or Path.cwd())
+    project = find_project_file(cwd or Path.cwd(), skipped=skipped)
     if project is not None:
         files.append(("project", project))
     return files
-
-
-def find_project_file(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / PROJECT_FILE
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def read_toml(path: Path) -> dict:
-    # Imported here: most runs have no config file at all and should not pay for the parser.
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.10 only
-        import tomli as tomllib
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML in {path}: {exc}. Fix the file or set MODELMGR_CONFIG to another one.") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}.") from None
 
 
 def _flatten(document: dict, path: Path, warnings: list[str]) -> tuple[dict[str, Any], dict[str, dict]]:
@@ -275,8 +219,12 @@ def load_config(
     models: dict[str, tuple[dict, str]] = {}
     warnings: list[str] = []
     consulted: list[Path] = []
+    skipped: list[Path] = []
+    untrusted_endpoints = None  # the project file that set hub.endpoints without being the user's own
 
-    for layer, path in config_files(cwd=cwd, environ=environ):
+    files = config_files(cwd=cwd, environ=environ, skipped=skipped)
+    warnings.extend(untrusted_warning(path) for path in skipped)
+    for layer, path in files:
         consulted.append(path)
         if not path.is_file():
             if layer == "user" and environ.get("MODELMGR_CONFIG"):
@@ -284,8 +232,11 @@ def load_config(
             continue
         flat, file_models = _flatten(read_toml(path), path, warnings)
         for key, value in flat.items():
-            values[key] = SCHEMA[key][0](value, f"{key} in {path}")
+            line = line_of_key(path, key)
+            values[key] = SCHEMA[key][0](value, f"{key} in {path}" + (f", line {line}" if line else ""))
             sources[key] = f"{layer} file {path}"
+            if key == "hub.endpoints":
+                untrusted_endpoints = None if layer != "project" or written_by_user(path) else path
         for name, table in file_models.items():
             models[name] = (table, f"{layer} file {path}")
 
@@ -313,40 +264,45 @@ def load_config(
     values["cache.dir"] = str(first)
 
     timeout = float(values["hub.timeout"])
-    endpoints: list[Endpoint] = [Endpoint(url, url, timeout) for url in flag_endpoints]
+    table_source = sources["hub.endpoints"].split(" file ", 1)[-1]  # where a bad field is, for the message
+    endpoints: list[Endpoint] = [
+        make_endpoint(url, name=None, timeout=timeout, send_token=False, source="--endpoint") for url in flag_endpoints]
     if flag_endpoints:
         sources["hub.endpoints"] = "command line"
     if values["hub.endpoint"]:
-        endpoints.append(Endpoint(values["hub.endpoint"], values["hub.endpoint"], timeout))
+        where = sources["hub.endpoint"].replace("environment ", "")
+        endpoints.append(make_endpoint(values["hub.endpoint"], name=None, timeout=timeout, send_token=False, source=where))
     for table in values["hub.endpoints"]:
-        endpoints.append(
-            Endpoint(
-                url=_as_str(table["url"], "hub.endpoints.url"),
-                name=str(table.get("name") or table["url"]),
-                timeout=_as_seconds(table.get("timeout", timeout), "hub.endpoints.timeout"),
-                send_token=_as_bool(table.get("send_token", False), "hub.endpoints.send_token"),
-            )
-        )
+        send_token = _as_bool(table.get("send_token", False), f"hub.endpoints.send_token in {table_source}")
+        if send_token and untrusted_endpoints is not None:
+            # Where the token may go is decided only by files the user wrote: root's project file
+            # in a shared folder may choose mirrors, not receive the user's HF_TOKEN.
+            warnings.append(f"{untrusted_endpoints}: send_token ignored for {table['url']}: only a file you own may "
+                            "send your token to an endpoint. Set it in your own config.")
+            send_token = False
+        endpoints.append(make_endpoint(
+            _as_str(table["url"], f"hub.endpoints.url in {table_source}"),
+            name=str(table["name"]) if table.get("name") else None,
+            timeout=_as_seconds(table.get("timeout", timeout), f"hub.endpoints.timeout in {table_source}"),
+            send_token=send_token,
+            source=f"[[hub.endpoints]] in {table_source}",
+        ))
     if not endpoints:
-        endpoints.append(Endpoint(HUGGINGFACE_CO, "huggingface.co", timeout, send_token=True))
-    unique: dict[str, Endpoint] = {}
-    for endpoint in endpoints:
-        endpoint = Endpoint(endpoint.url.rstrip("/"), endpoint.name, endpoint.timeout, endpoint.send_token)
-        if not endpoint.url.startswith(("http://", "https://")):
-            raise ConfigError(f"invalid endpoint {endpoint.url!r}: it must start with http:// or https://.")
-        unique.setdefault(endpoint.url, endpoint)
+        endpoints.append(Endpoint(HUGGINGFACE_CO, "huggingface.co", timeout, send_token=True, source="default"))
+    unique = merge_endpoints(endpoints)
 
-    locked_commits = _locked_commits(cwd or Path.cwd())
+    locked_commits = _locked_commits(cwd or Path.cwd()) if models else {}
     aliases = {}
     for name, (table, where) in models.items():
         if "id" not in table:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]} has no id: add id = \"org/name\".")
-        alias_id = _as_str(table["id"], f"models.{name}.id")
+        place = where.split(" file ", 1)[-1]
+        alias_id = _as_str(table["id"], f"models.{name}.id in {place}")
         revision = table.get("revision")
         try:
             validate_repo_id(alias_id)
             if revision is not None:
-                validate_revision(_as_str(revision, f"models.{name}.revision"), repo_id=alias_id)
+                validate_revision(_as_str(revision, f"models.{name}.revision in {place}"), repo_id=alias_id)
         except InvalidReference as exc:
             raise ConfigError(f"[models.{name}] in {where.split(' file ', 1)[-1]}: {exc}") from None
         locked = locked_commits.get((name, alias_id, revision or "main"))
@@ -354,24 +310,31 @@ def load_config(
             name=name,
             id=alias_id,
             revision=revision,
-            backend=table.get("backend"),
-            dtype=table.get("dtype"),
-            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code"),
-            locked_commit=locked if locked is not None and is_commit(locked) else None,
+            backend=_optional_str(table.get("backend"), f"models.{name}.backend in {place}"),
+            dtype=_optional_str(table.get("dtype"), f"models.{name}.dtype in {place}"),
+            trust_remote_code=_as_bool(table.get("trust_remote_code", False), f"models.{name}.trust_remote_code in {place}"),
+            locked_commit=locked,
         )
         sources[f"models.{name}"] = where
 
     return Config(
         cache_dirs=cache_dirs,
-        endpoints=tuple(unique.values()),
+        endpoints=unique,
         offline=bool(values["hub.offline"]),
         connections=int(values["hub.connections"]),
+        metadata_timeout=values["hub.metadata_timeout"],
+        download_timeout=values["hub.download_timeout"],
+        proxy=values["hub.proxy"] or None,
+        no_proxy=tuple(values["hub.no_proxy"]),
+        ca_bundle=values["hub.ca_bundle"] or None,
+        progress=bool(values["ui.progress"]),
         max_cache_size=values["cache.max_size"],
         backend=values["run.backend"],
         dtype=values["run.dtype"],
         max_memory=values["run.max_memory"],
         disabled_plugins=tuple(values["plugins.disabled"]),
         models=MappingProxyType(aliases),
+        serve=MappingProxyType({key[6:]: value for key, value in values.items() if key.startswith("serve.")}),
         token=_find_token(environ),
         sources=MappingProxyType(sources),
         files=tuple(consulted),
@@ -379,17 +342,26 @@ def load_config(
     )
 
 
+def _optional_str(value: Any, key: str) -> str | None:
+    return None if value is None else _as_str(value, key)
+
+
 def _locked_commits(cwd: Path) -> dict[tuple[str, str, str], str]:
-    """(alias, id, revision) -> commit from the project's modelmgr.lock, if there is one."""
-    project = find_project_file(cwd)
-    lock = (project.parent if project else cwd) / "modelmgr.lock"
-    if not lock.is_file():
+    """(alias, id, revision) -> commit from the project's modelmgr.lock, if there is a valid one.
+
+    Parsed by lockfile.read_lock, the one reader of the format. A broken or foreign lock pins
+    nothing here: it matters only to the commands that use the lock (`lock --check`, `sync`),
+    which report it."""
+    from modelmgr.project.lockfile import read_lock
+
+    path = project_lock_path(cwd)
+    if not path.is_file():
         return {}
     try:
-        data = read_toml(lock)
-        return {(m["name"], m["id"], m["revision"]): m["commit"] for m in data.get("model", [])}
-    except (ConfigError, KeyError, TypeError):
-        return {}  # `modelmgr sync` reports a broken lock; plain commands just ignore it
+        lock = read_lock(path)
+    except ConfigError:
+        return {}
+    return {(m.name, m.id, m.revision): m.commit for m in lock.models}
 
 
 def _find_token(environ: Mapping[str, str]) -> str | None:
@@ -400,9 +372,16 @@ def _find_token(environ: Mapping[str, str]) -> str | None:
         path = Path(environ.get("HF_TOKEN_PATH") or default_hf_home(environ) / "token")
         where = str(path)
         try:
-            token = path.read_text()
+            # Read like any file a shared HF_HOME may hold: a FIFO planted there must not hang
+            # every command, nor a huge file be read whole.
+            token = read_small(path, 4096)
+        except FileNotFoundError:
+            return None
         except OSError:
             return None
+        except ValueError:
+            raise ConfigError(f"{path} is not a token file (a small text file holding the token alone): "
+                              "replace it with `hf auth login`, or set HF_TOKEN.") from None
     token = token.strip()
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in token):
         # Never echo the value: it is a credential.

@@ -11,14 +11,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelmgr import errors
-from modelmgr.project.config import Config, find_project_file, read_toml
-from modelmgr.fsutil import write_atomic
-from modelmgr.project.refs import validate_repo_id, validate_revision
-from modelmgr.project.names import hash_kind, check_commit, check_etag, check_remote_path
+from typing import TYPE_CHECKING
 
-LOCK_FILE = "modelmgr.lock"
+from modelmgr import errors
+from modelmgr.fsutil import write_atomic
+from modelmgr.project.files import LOCK_FILE, project_lock_path, read_toml, trusted, untrusted_warning
+from modelmgr.project.names import SHA256, check_commit, check_etag, check_remote_path, hash_kind
+from modelmgr.project.refs import validate_repo_id, validate_revision
+
+if TYPE_CHECKING:
+    from modelmgr.project.config import Config
+
 LOCK_VERSION = 1
+__all__ = ["LOCK_FILE", "Lock", "LockedFile", "LockedModel", "default_lock_path", "read_lock", "write_lock"]
 
 
 @dataclass(frozen=True)
@@ -51,31 +56,55 @@ class Lock:
 
 
 def default_lock_path(cwd: Path | None = None) -> Path:
-    project = find_project_file(cwd or Path.cwd())
-    return (project.parent if project else (cwd or Path.cwd())) / LOCK_FILE
+    return project_lock_path(cwd)
+
+
+def _size(value: object) -> int:
+    # `size = true` is an int to Python: a lock that says so was not written by `modelmgr lock`.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"size {value!r} is not a whole number of bytes")
+    return value
+
+
+def _string(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} {value!r} is not a string")
+    return value
+
+
+def _model(m: object, source: str) -> LockedModel:
+    if not isinstance(m, dict) or not isinstance(m.get("files", []), list):
+        raise ValueError("each [[model]] must be a table, its files a list of [[model.files]] tables")
+    files = []
+    for f in m.get("files", []):
+        if not isinstance(f, dict):
+            raise ValueError("each [[model.files]] must be a table")
+        files.append(LockedFile(check_remote_path(f["path"], source=source), _size(f["size"]),
+                                check_etag(f.get("sha256") or f["git_sha1"], source=source, path=f["path"])))
+    repo_id = _string(m["id"], "id")
+    return LockedModel(
+        name=_string(m["name"], "name"),
+        id=validate_repo_id(repo_id),
+        revision=validate_revision(_string(m["revision"], "revision"), repo_id=repo_id),
+        commit=check_commit(m["commit"], source=source),
+        files=tuple(files),
+    )
 
 
 def read_lock(path: Path) -> Lock:
+    """The one reader of ``modelmgr.lock``: ConfigError, naming the file, for anything off."""
     if not path.is_file():
         raise errors.ConfigError(f"no lockfile at {path}: run `modelmgr lock` first.")
+    if not trusted(path):
+        raise errors.ConfigError(untrusted_warning(path))
     data = read_toml(path)
     source = f"the lockfile {path}"
     try:
-        models = tuple(
-            LockedModel(
-                name=str(m["name"]),
-                id=validate_repo_id(m["id"]),
-                revision=validate_revision(m["revision"], repo_id=m["id"]),
-                commit=check_commit(m["commit"], source=source),
-                files=tuple(
-                    LockedFile(check_remote_path(f["path"], source=source), int(f["size"]),
-                               check_etag(f.get("sha256") or f["git_sha1"], source=source, path=f["path"]))
-                    for f in m.get("files", [])
-                ),
-            )
-            for m in data.get("model", [])
-        )
-    except (KeyError, TypeError, ValueError, errors.ModelmgrError) as exc:
+        entries = data.get("model", [])
+        if not isinstance(entries, list):
+            raise ValueError("model must be a list of [[model]] tables")
+        models = tuple(_model(m, source) for m in entries)
+    except (KeyError, TypeError, ValueError, AttributeError, errors.ModelmgrError) as exc:
         raise errors.ConfigError(f"{path} is not a valid modelmgr lockfile ({exc}): regenerate it with `modelmgr lock`.") from None
     return Lock(path, models)
 
@@ -90,7 +119,7 @@ def render_lock(models: list[LockedModel]) -> str:
         lines += ["[[model]]", f"name = {_q(model.name)}", f"id = {_q(model.id)}", f"revision = {_q(model.revision)}",
                   f"commit = {_q(model.commit)}", ""]
         for file in model.files:
-            key = "sha256" if file.algorithm == "sha256" else "git_sha1"
+            key = "sha256" if file.algorithm == SHA256 else "git_sha1"
             lines += ["[[model.files]]", f"path = {_q(file.path)}", f"size = {file.size}", f"{key} = {_q(file.hash)}", ""]
     return "\n".join(lines)
 
@@ -99,7 +128,7 @@ def write_lock(path: Path, models: list[LockedModel]) -> None:
     write_atomic(path, render_lock(models))
 
 
-def mismatches(lock: Lock, config: Config) -> list[str]:
+def mismatches(lock: Lock, config: "Config") -> list[str]:
     """How the lock and the config disagree ([] when every alias is locked as configured)."""
     problems = []
     for name, alias in sorted(config.models.items()):

@@ -1,4 +1,5 @@
-"""Model references: ``org/name``, ``org/name@revision``, aliases and local directories.
+"""Model references: ``org/name``, ``org/name@revision``, aliases and local directories, and a
+GGUF quantization tag: ``org/name:Q4_K_M`` or ``org/name:Q4_K_M@revision`` (ollama's syntax).
 
 IDs are validated the way the Hub validates them, so a bad one fails here with a clear
 message instead of becoming a strange path in the cache or a 404 from a server.
@@ -16,9 +17,13 @@ from modelmgr.project.names import is_commit
 DEFAULT_REVISION = "main"
 MAX_PART_LENGTH = 96
 
-_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Always used with fullmatch: ``re.match`` with ``$`` accepts a trailing newline, which would
+# become a folder named "tiny\n" in the cache.
+_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Branch and tag names as git allows them, minus what could escape a path.
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]*$")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
+# Quantization names as llama.cpp spells them (Q4_K_M, IQ4_XS, F16, BF16), any case.
+_QUANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
 
 
 
@@ -30,6 +35,7 @@ class ModelRef:
     repo_id: str | None = None
     revision: str | None = None  # None: the default branch, or whatever the config pins
     local_path: Path | None = None
+    quant: str | None = None  # a GGUF quantization tag, upper-cased: "Q4_K_M"; None: the default rule
 
     @property
     def is_local(self) -> bool:
@@ -42,7 +48,8 @@ class ModelRef:
     def __str__(self) -> str:
         if self.local_path is not None:
             return str(self.local_path)
-        return f"{self.repo_id}@{self.revision}" if self.revision else str(self.repo_id)
+        name = f"{self.repo_id}:{self.quant}" if self.quant else str(self.repo_id)
+        return f"{name}@{self.revision}" if self.revision else name
 
 
 def validate_repo_id(repo_id: str) -> str:
@@ -60,7 +67,7 @@ def validate_repo_id(repo_id: str) -> str:
             raise bad(f"each part may have at most {MAX_PART_LENGTH} characters")
         if "--" in part or ".." in part:
             raise bad("'--' and '..' are not allowed")
-        if not _PART.match(part):
+        if not _PART.fullmatch(part):
             raise bad("use only letters, digits, '-', '_' and '.', starting with a letter or digit")
         if part.endswith((".", "-")) or part.endswith(".git"):
             raise bad("a part may not end with '.', '-' or '.git'")
@@ -71,7 +78,7 @@ def validate_revision(revision: str, *, repo_id: str = "") -> str:
     if is_commit(revision):
         return revision
     if (
-        not _REVISION.match(revision)
+        not _REVISION.fullmatch(revision)
         or ".." in revision
         or "//" in revision
         or revision.endswith(("/", ".lock", "."))
@@ -82,6 +89,24 @@ def validate_revision(revision: str, *, repo_id: str = "") -> str:
         )
     return revision
 
+
+
+def validate_quant(quant: str, *, text: str = "") -> str:
+    """A quantization tag, upper-cased (tags match file names case-insensitively)."""
+    if not _QUANT.fullmatch(quant):
+        raise InvalidReference(
+            f"invalid quantization tag {quant!r} in {text or quant!r}: write org/name:QUANT with a llama.cpp "
+            "quantization name, for example 'org/name:Q4_K_M' or 'org/name:Q8_0'."
+        )
+    return quant.upper()
+
+
+def _split_quant(name: str, text: str) -> tuple[str, str | None]:
+    """``org/name:Q4_K_M`` -> ("org/name", "Q4_K_M"). Hub ids never contain ':'."""
+    name, colon, quant = name.partition(":")
+    if not colon:
+        return name, None
+    return name, validate_quant(quant, text=text)
 
 
 def parse_ref(text: str, *, aliases: dict[str, tuple[str, str | None]] | None = None) -> ModelRef:
@@ -98,13 +123,17 @@ def parse_ref(text: str, *, aliases: dict[str, tuple[str, str | None]] | None = 
             raise InvalidReference(f"local model directory {text!r} does not exist (resolved to {path}).")
         return ModelRef(local_path=path)
     name, _, revision = text.partition("@")
+    name, quant = _split_quant(name, text)
     if aliases and name in aliases and "/" not in name:
         alias_id, alias_revision = aliases[name]
-        return ModelRef(repo_id=validate_repo_id(alias_id), revision=validate_revision(revision, repo_id=alias_id) if revision else alias_revision)
+        return ModelRef(repo_id=validate_repo_id(alias_id), revision=validate_revision(revision, repo_id=alias_id) if revision else alias_revision, quant=quant)
     if "/" not in name and aliases is not None:
         known = ", ".join(sorted(aliases)) or "none are configured"
+        if os.path.isdir(text):
+            # A bare name is an id or an alias, never a path (as with `hf download`); say how to mean the folder.
+            raise InvalidReference(f"invalid model id {name!r}: to use the folder of that name, write './{text}'.")
         raise InvalidReference(f"invalid model id {name!r}: it must look like 'org/name' (or be an alias; aliases: {known}).")
     validate_repo_id(name)
     if "@" in text and not revision:
         raise InvalidReference(f"invalid model reference {text!r}: nothing after '@'. Write 'org/name@main', a tag or a commit.")
-    return ModelRef(repo_id=name, revision=validate_revision(revision, repo_id=name) if revision else None)
+    return ModelRef(repo_id=name, revision=validate_revision(revision, repo_id=name) if revision else None, quant=quant)

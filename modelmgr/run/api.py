@@ -36,6 +36,12 @@ class LoadOptions:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     commit: str | None = None  # the 40-hex commit the user pinned; None for a branch, a tag or a local folder
+    quant: str | None = None  # the GGUF quantization the reference names (org/name:Q4_K_M); None: the folder's only or default one
+    # Generations the caller means to run at once on this model (a server's clients); a backend
+    # that can batch them prepares for up to this many and says how many in LoadedModel.max_batch.
+    max_batch: int = 1
+    # Where ``dtype`` was set, so an error can name the setting to change: "--dtype", or a config key.
+    dtype_source: str = "--dtype"
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -50,6 +56,9 @@ class LoadedModel:
     device: str
     dtype: str
     load_seconds: float = 0.0
+    # How many generate() calls may be in progress at once on this model, from any threads; a
+    # server queues the rest. 1 (the default): one at a time.
+    max_batch: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +97,9 @@ class Backend:
     name: str = ""
     description: str = ""
     dtypes: tuple[str, ...] = ("float32",)  # compute dtypes it accepts; the first is its default
+    # ModelInfo.weight_format values it loads; automatic choice only offers it models in these.
+    # None: any (a backend that reads no weights, like the example's echo).
+    weight_formats: tuple[str, ...] | None = ("safetensors", "pickle")
 
     def available(self) -> Availability:
         """Whether this backend can run here. Must be cheap: `modelmgr backends` asks every one."""
@@ -112,6 +124,12 @@ class Backend:
         """Bytes this backend needs to load ``info`` and generate with it."""
         return estimate_memory(info, dtype=self.resolve_dtype(info, options), context_length=options.context_length).total
 
+    def runs_natively(self, info: ModelInfo) -> bool:
+        """Whether it can load a model whose config.json has an auto_map without running the
+        repository's code (transformers implements its model_type). False: such a model needs
+        --trust-remote-code."""
+        return False
+
     def free_memory(self) -> int | None:
         """Bytes of the memory this backend would use that are free now; None if unknown."""
         return free_ram()
@@ -122,3 +140,12 @@ class Backend:
     def generate(self, loaded: LoadedModel, messages: Sequence[Message], settings: GenerationSettings) -> Generation:
         """Start a reply to ``messages`` (apply the chat template if the model has one)."""
         raise NotImplementedError(f"backend {self.name!r} does not implement generate()")
+
+    def generate_text(self, loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> Generation:
+        """Continue ``prompt`` as raw text, without a chat template (the server's /v1/completions).
+        The default sends it as one user turn, for backends that only chat."""
+        return self.generate(loaded, [{"role": "user", "content": prompt}], settings)
+
+    def unload(self, loaded: LoadedModel) -> None:
+        """Release what ``load`` started (threads, device memory) before ``loaded`` is dropped.
+        The default has nothing to release: dropping the last reference frees the model."""

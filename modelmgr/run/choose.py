@@ -47,8 +47,17 @@ class Fit:
         }
 
 
+def reads(backend: Backend, info: ModelInfo) -> bool:
+    """Whether ``backend`` loads weights in ``info``'s format (GGUF, safetensors, ...)."""
+    formats = getattr(backend, "weight_formats", None)
+    return formats is None or info.weight_format is None or info.weight_format in formats
+
+
 def assess(backend: Backend, info: ModelInfo, options: LoadOptions) -> Fit:
     """Whether ``backend`` can take ``info`` here. Never raises for the backend's own failures."""
+    if not reads(backend, info):
+        formats = " and ".join(backend.weight_formats or ())
+        return Fit(backend.name, False, f"it loads {formats} weights, not {info.weight_format}", None, None, None)
     try:
         availability = backend.available()
     except Exception as exc:  # noqa: BLE001 - a plugin's bug shows as a reason, not a crash
@@ -125,7 +134,9 @@ def select_backend(
     """The backend to load ``info`` with. ``requested`` is a backend name or "auto".
 
     Auto asks the ``select_backend`` hook first, then takes the first of cuda, int8 (on a GPU)
-    and cpu that is available and fits. Raises BackendError with the numbers when nothing fits.
+    and cpu that is available and fits; for weights none of those reads (GGUF), the first
+    registered backend that declares the format in ``weight_formats`` and fits. Raises
+    BackendError with the numbers when nothing fits.
     """
     registry = registry if registry is not None else get_registry()
     label = label or str(info.path)
@@ -148,10 +159,20 @@ def select_backend(
         return select_backend(info, options, chosen, registry=registry, label=label)
 
     fits = []
-    for name in AUTO_ORDER:
-        backend = registry.backends.get(name)
-        if backend is None:
-            continue
+    # For a format the built-ins do not read (GGUF), the backends that declare it: llama.cpp's.
+    # transformers' formats stay with the built-ins: a plugin that reads anything is not a default.
+    foreign = info.weight_format is not None and info.weight_format not in (Backend.weight_formats or ())
+    declared = [name for name, backend in registry.backends.items()
+                if foreign and name not in AUTO_ORDER and info.weight_format in (getattr(backend, "weight_formats", None) or ())]
+    candidates = [name for name in AUTO_ORDER if name in registry.backends and reads(registry.backends[name], info)] + declared
+    if foreign and not candidates:
+        installed = ", ".join(registry.names()) or "none"
+        hint = " For GGUF files, install the llama.cpp backend: pip install 'modelmgr[gguf]' plugins/llamacpp (the modelmgr-llamacpp plugin)." if info.weight_format == "gguf" else ""
+        raise BackendError(f"{label} has {info.weight_format} weights, and no installed backend loads them (installed: {installed}).{hint}")
+    if foreign and len(candidates) == 1:
+        registry.backends[candidates[0]].resolve_dtype(info, options)  # an unsupported --dtype says so plainly
+    for name in candidates:
+        backend = registry.backends[name]
         fit = assess(backend, info, options)
         if fit.available and name == "int8" and backend.device() == "cpu":
             continue  # 8-bit on a CPU is a memory saver to ask for, not a default

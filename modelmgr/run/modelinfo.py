@@ -1,4 +1,5 @@
-"""What a model snapshot is, read from its files alone: config.json and the safetensors headers.
+"""What a model snapshot is, read from its files alone: config.json and the safetensors headers,
+or a GGUF file's header (run/ggufinfo.py).
 
 No torch here. A safetensors file starts with an 8-byte little-endian header length and a JSON
 header naming every tensor's dtype and shape, so the exact parameter count of a 70B model is
@@ -15,12 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from modelmgr.errors import BackendError
+from modelmgr.run.info import DEFAULT_CONTEXT_CAP, ModelInfo, TensorCounts  # noqa: F401 - ModelInfo: re-exported
 
 # A real header is a few hundred kB even for thousands of tensors; anything past this is not one.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
-# Context assumed for the KV cache when the user does not say: the model's own, capped, because a
-# 128k-token cache would dwarf the weights and nobody chatting at a prompt comes near it.
-DEFAULT_CONTEXT_CAP = 4096
 
 BYTES_PER_DTYPE = {"float32": 4, "bfloat16": 2, "float16": 2, "int8": 1}
 _SAFETENSORS_DTYPES = {
@@ -31,75 +30,6 @@ _SAFETENSORS_DTYPES = {
 }
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "max_seq_len", "n_ctx")
-
-
-@dataclass(frozen=True)
-class TensorCounts:
-    """Parameters split the way 8-bit quantization treats them: bitsandbytes converts the 2-D
-    weights of linear layers and leaves embeddings, the output head, norms and biases alone."""
-
-    linear: int = 0
-    embedding: int = 0
-    other: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.linear + self.embedding + self.other
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    path: Path
-    architecture: str | None
-    model_type: str | None
-    parameters: TensorCounts
-    parameter_source: str  # "safetensors headers", "config.json (approximate)" or "file size (approximate)"
-    context_length: int | None
-    stored_dtype: str | None
-    num_layers: int | None
-    num_kv_heads: int | None
-    head_dim: int | None
-    files: tuple[tuple[str, int], ...]  # every file of the snapshot: (relative path, bytes)
-    weight_files: tuple[str, ...]
-    weight_format: str | None  # "safetensors", "pickle" or None when there are no weights
-    has_remote_code: bool  # config.json has auto_map: loading runs the repository's Python
-    quantization: str | None  # quantization_config.quant_method of a pre-quantized checkpoint
-    config: Mapping[str, Any]
-
-    @property
-    def parameter_count(self) -> int:
-        return self.parameters.total
-
-    @property
-    def total_size(self) -> int:
-        return sum(size for _, size in self.files)
-
-    @property
-    def weights_size(self) -> int:
-        names = set(self.weight_files)
-        return sum(size for name, size in self.files if name in names)
-
-    def default_context(self, requested: int | None = None) -> int:
-        if requested:
-            return requested
-        return min(self.context_length or DEFAULT_CONTEXT_CAP, DEFAULT_CONTEXT_CAP)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": str(self.path),
-            "architecture": self.architecture,
-            "model_type": self.model_type,
-            "parameters": self.parameter_count,
-            "parameter_source": self.parameter_source,
-            "context_length": self.context_length,
-            "stored_dtype": self.stored_dtype,
-            "weight_format": self.weight_format,
-            "weight_files": list(self.weight_files),
-            "files": len(self.files),
-            "size": self.total_size,
-            "has_remote_code": self.has_remote_code,
-            "quantization": self.quantization,
-        }
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:
@@ -199,24 +129,38 @@ def _weight_files(path: Path, names: list[str]) -> tuple[list[str], str | None]:
     return (pickles, "pickle") if pickles else ([], None)
 
 
-def read_model_info(path: Path) -> ModelInfo:
-    """Describe the model in a snapshot (or any local model directory)."""
+def _files(path: Path) -> tuple[tuple[str, int], ...]:
+    files = []
+    for file in sorted(path.rglob("*")):
+        if file.is_file() and ".cache" not in file.relative_to(path).parts:
+            files.append((file.relative_to(path).as_posix(), file.stat().st_size))
+    return tuple(files)
+
+
+def read_model_info(path: Path, *, quant: str | None = None) -> ModelInfo:
+    """Describe the model in a snapshot (or any local model directory).
+
+    A folder of GGUF files is described by one quantization's header: ``quant`` ("Q4_K_M", as in
+    ``org/name:Q4_K_M``), else the only one there, else the pull's rule. With a ``quant``, the
+    GGUF is described even when the folder also holds a transformers model.
+    """
     path = Path(path)
     config_path = path / "config.json"
+    files = _files(path)
+    weight_files, weight_format = _weight_files(path, [name for name, _ in files])
+    has_gguf = any(name.lower().endswith(".gguf") and "/" not in name for name, _ in files)
+    if quant is not None or has_gguf and not weight_files:
+        from modelmgr.run.ggufinfo import gguf_model_info  # numpy-free, but only GGUF folders need it
+
+        return gguf_model_info(path, files, quant)
     if not config_path.is_file():
-        raise BackendError(f"{path} has no config.json, so it is not a transformers model directory. Check the reference or pull the model again.")
+        raise BackendError(f"{path} has no config.json and no GGUF file, so it is not a model directory modelmgr can run. Check the reference or pull the model again.")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BackendError(f"cannot read {config_path}: {exc}. Pull the model again.") from None
     if not isinstance(config, dict):
         raise BackendError(f"{config_path} is not a JSON object. Pull the model again.")
-
-    files = []
-    for file in sorted(path.rglob("*")):
-        if file.is_file() and ".cache" not in file.relative_to(path).parts:
-            files.append((file.relative_to(path).as_posix(), file.stat().st_size))
-    weight_files, weight_format = _weight_files(path, [name for name, _ in files])
 
     text = _text_config(config)
     stored_dtype = None
@@ -252,7 +196,7 @@ def read_model_info(path: Path) -> ModelInfo:
         num_layers=_first(text, "num_hidden_layers", "n_layer", "num_layers"),
         num_kv_heads=_first(text, "num_key_value_heads") or heads,
         head_dim=_first(text, "head_dim") or (hidden // heads if hidden and heads else None),
-        files=tuple(files),
+        files=files,
         weight_files=tuple(weight_files),
         weight_format=weight_format,
         has_remote_code=bool(config.get("auto_map")),

@@ -18,20 +18,30 @@ if TYPE_CHECKING:  # pragma: no cover
     from modelmgr.project.config import Config, ModelAlias
 
 
-def check_load_safety(info: ModelInfo, options: LoadOptions, *, label: str, repo_id: str | None, commit: str | None) -> None:
+def check_load_safety(
+    info: ModelInfo, options: LoadOptions, *, label: str, repo_id: str | None, commit: str | None, native: bool = False,
+) -> str | None:
     """Refuse what would run code from the model's files without the user's informed consent.
 
-    Lives in the core, not in each backend, so a third-party backend cannot forget it.
+    ``native``: the chosen backend implements the model's type itself (transformers knows
+    Phi-3's ``model_type``), so a repo that also ships code (``auto_map``) loads without running
+    any of it; the returned line says so and how to run the repo's code instead. Lives in the
+    core, not in each backend, so a third-party backend cannot forget it.
     """
+    notice = None
     if info.has_remote_code:
         pin = f"{repo_id}@{commit}" if repo_id and commit else None
-        if not options.trust_remote_code:
+        if not options.trust_remote_code and native:
+            how = f"--trust-remote-code with {pin}" if pin else "--trust-remote-code"
+            notice = (f"{label} also ships its own Python code (config.json auto_map); loading it with the built-in "
+                      f"{info.model_type} implementation, which runs none of it. To run the repo's code instead: {how}.")
+        elif not options.trust_remote_code:
             how = f"pass --trust-remote-code and pin the commit you reviewed: {pin}" if pin else "pass --trust-remote-code"
             raise UnsafeModel(
                 f"{label} ships its own Python code (config.json has auto_map) and loading it would run that code. "
                 f"If you trust it, {how}."
             )
-        if repo_id and options.commit is None:
+        elif repo_id and options.commit is None:
             # A branch or tag can move to new code after it was reviewed: only a commit is what you read.
             raise UnsafeModel(
                 f"refusing to run remote code from {label}, which names a branch or tag that can change. "
@@ -43,6 +53,7 @@ def check_load_safety(info: ModelInfo, options: LoadOptions, *, label: str, repo
             f"{label} has only pickle weights ({shown}); pickle weights can run code when loaded. "
             f"Pass --allow-pickle if you trust {label}, or use a model with safetensors weights."
         )
+    return notice
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class LoadPlan:
     info: ModelInfo
     options: LoadOptions
     selection: Selection
+    notices: tuple[str, ...] = ()  # one line each for the person watching (a native load of a repo with code)
 
     @property
     def label(self) -> str:
@@ -108,13 +120,14 @@ def resolve_model(text: str | ModelRef, *, config: "Config", on_event: "EventSin
         ref, alias = text, None
     else:
         ref = parse_ref(text, aliases=config.aliases())
-        name = text.strip().partition("@")[0]
+        name = text.strip().partition("@")[0].partition(":")[0]
         alias = config.models.get(name) if not ref.is_local and "/" not in name else None
     if ref.is_local:
         return ResolvedModel(str(ref.local_path), ref, ref.local_path, None, None)
     from modelmgr.fetch.pull import ensure_snapshot
+    from modelmgr.run.memory import free_ram
 
-    snapshot = ensure_snapshot(ref, config, **({"on_event": on_event} if on_event else {}))
+    snapshot = ensure_snapshot(ref, config, free_memory=free_ram(), **({"on_event": on_event} if on_event else {}))
     return ResolvedModel(str(ref), ref, snapshot.path, snapshot.repo_id, snapshot.commit, alias)
 
 
@@ -123,6 +136,15 @@ def _pick(explicit: str | None, alias_value: str | None, configured: str | None)
         if value and value != AUTO:
             return value
     return AUTO
+
+
+def _dtype_source(explicit: str | None, alias, config: "Config") -> str:
+    if explicit and explicit != AUTO:
+        return "--dtype"
+    if alias is not None and alias.dtype and alias.dtype != AUTO:
+        return f"dtype in [models.{alias.name}] ({config.sources.get(f'models.{alias.name}', 'the config')})"
+    source = config.sources.get("run.dtype", "default")
+    return "--dtype" if source == "command line" else f"run.dtype ({source})"
 
 
 def plan_load(
@@ -135,6 +157,7 @@ def plan_load(
     allow_pickle: bool = False,
     context_length: int | None = None,
     max_memory: int | None = None,
+    max_batch: int = 1,
     on_event: "EventSink | None" = None,
 ) -> LoadPlan:
     """Resolve a reference (pulling it when needed), read the model, check it is safe to load,
@@ -144,17 +167,32 @@ def plan_load(
     alias = model.alias
     options = LoadOptions(
         dtype=_pick(dtype, alias.dtype if alias else None, config.dtype),
+        dtype_source=_dtype_source(dtype, alias, config),
         max_memory=max_memory if max_memory is not None else config.max_memory,
         context_length=context_length,
         trust_remote_code=bool(trust_remote_code or (alias and alias.trust_remote_code)),
         allow_pickle=allow_pickle,
         commit=model.ref.revision if model.ref.revision and is_commit(model.ref.revision) else None,
+        quant=model.ref.quant,
+        max_batch=max_batch,
     )
-    info = read_model_info(model.path)
-    check_load_safety(info, options, label=model.label, repo_id=model.repo_id, commit=model.commit)
+    info = read_model_info(model.path, quant=model.ref.quant)
     requested = _pick(backend, alias.backend if alias else None, config.backend)
+    # Chosen before the safety check (choosing reads no weights and runs nothing), because
+    # whether a repo's code would run depends on the backend: transformers knows many types.
     selection = select_backend(info, options, requested, label=model.label)
-    return LoadPlan(model, info, options, selection)
+    notice = check_load_safety(
+        info, options, label=model.label, repo_id=model.repo_id, commit=model.commit,
+        native=info.has_remote_code and not options.trust_remote_code and _runs_natively(selection.backend, info),
+    )
+    return LoadPlan(model, info, options, selection, (notice,) if notice else ())
+
+
+def _runs_natively(backend: Backend, info: ModelInfo) -> bool:
+    try:
+        return bool(backend.runs_natively(info))
+    except Exception:  # noqa: BLE001 - a plugin's bug means "no", which is the safe answer
+        return False
 
 
 def load(
@@ -171,10 +209,12 @@ def load(
     config: "Config | None" = None,
     on_event: "EventSink | None" = None,
 ) -> tuple[Any, Any]:
-    """Load a model by ID, ``ID@revision``, alias or local folder; return ``(model, tokenizer)``.
+    """Load a model by ID, ``ID@revision``, ``ID:QUANT``, alias or local folder; return ``(model, tokenizer)``.
 
     Pulls it into the cache first when needed. ``backend="auto"`` picks by what is available and
-    fits (or the alias's or config's backend when they name one).
+    fits (or the alias's or config's backend when they name one). What the pair is depends on
+    the backend: transformers' model and tokenizer for cpu, cuda and int8; for llamacpp (GGUF),
+    the ``llama_cpp.Llama`` twice, since it tokenizes too.
     """
     from modelmgr.project.config import load_config
     from modelmgr.units import parse_size
@@ -186,5 +226,9 @@ def load(
         allow_pickle=allow_pickle, context_length=context_length,
         max_memory=parse_size(max_memory) if max_memory is not None else None, on_event=on_event,
     )
+    for notice in plan.notices:
+        import logging
+
+        logging.getLogger("modelmgr").warning(notice)
     loaded = plan.load()
     return loaded.model, loaded.tokenizer

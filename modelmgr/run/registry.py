@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from modelmgr.errors import BackendError
+from modelmgr.errors import UnknownBackend
 from modelmgr.run.api import AUTO, Availability, Backend
 
 
@@ -22,7 +22,7 @@ class Registry:
         backend = self.backends.get(name)
         if backend is None:
             valid = ", ".join(sorted(self.backends)) or "none (no backend plugin is installed or allowed)"
-            raise BackendError(f"Unknown backend {name!r}. Valid backends: {valid}.")
+            raise UnknownBackend(f"Unknown backend {name!r}. Valid backends: {valid}.")
         return backend
 
 
@@ -75,9 +75,12 @@ class BackendStatus:
     reason: str
     device: str | None
     free: int | None
+    formats: tuple[str, ...] | None = None  # the weight formats it loads (None: any)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data["formats"] = list(self.formats) if self.formats is not None else None
+        return data
 
 
 def backend_statuses(registry: Registry | None = None) -> list[BackendStatus]:
@@ -102,7 +105,7 @@ def backend_statuses(registry: Registry | None = None) -> list[BackendStatus]:
                 pass
         statuses.append(BackendStatus(
             name, backend.description, plugin, info.source if info else "registered in code",
-            availability.ok, availability.reason, device, free,
+            availability.ok, availability.reason, device, free, getattr(backend, "weight_formats", None),
         ))
     statuses.sort(key=lambda status: status.source != "built-in")  # stable: registration order within
     return statuses

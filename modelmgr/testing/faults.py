@@ -31,10 +31,14 @@ class Exchange(Protocol):
     method: str
     raw_path: str  # path and query exactly as the client sent them
     meta_headers: dict[str, str]  # X-Repo-Commit, ETag, X-Linked-* when the request names a file
+    range_header: str | None  # the request's Range header, if any
 
     def reply(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None: ...
 
     def abort(self) -> None: ...
+
+    def write_raw(self, data: bytes) -> None:
+        """Send bytes as they are, outside any HTTP framing (for faults in the status line or headers)."""
 
 
 class Fault:
@@ -66,6 +70,10 @@ class Fault:
         """Change body bytes; `offset` is where `chunk` starts in the whole file."""
         return chunk
 
+    def chunk_size(self) -> int | None:
+        """Send the body in pieces of this many bytes (None: the server's own size)."""
+        return None
+
 
 NO_FAULT = Fault()
 
@@ -88,6 +96,64 @@ class ShortBody(Fault):
 
     def cut(self, length: int) -> tuple[int, Ending]:
         return max(0, length - self.missing_bytes), "close"
+
+
+@dataclass(frozen=True)
+class CloseAfter(Fault):
+    """Declare the full Content-Length but close cleanly after `after_bytes` of every body."""
+
+    after_bytes: int = 0
+
+    def cut(self, length: int) -> tuple[int, Ending]:
+        return min(self.after_bytes, length), "close"
+
+
+@dataclass(frozen=True)
+class Drip(Fault):
+    """Send the body `step` bytes at a time, one piece every `interval` seconds: never silent for
+    long enough to trip a read timeout, never fast enough to finish."""
+
+    interval: float = 2.0
+    step: int = 1
+
+    def chunk_size(self) -> int:
+        return self.step
+
+    def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
+        time.sleep(self.interval)
+        return chunk
+
+
+@dataclass(frozen=True)
+class DripHeaders(Fault):
+    """Send the status line, then one header line every `interval` seconds for `seconds`, never
+    ending the head: every read returns something, so no read timeout ever fires."""
+
+    interval: float = 0.2
+    seconds: float = 60.0
+
+    def intercept(self, exchange: Exchange) -> bool:
+        try:
+            exchange.write_raw(b"HTTP/1.1 200 OK\r\n")
+            ends = time.monotonic() + self.seconds
+            while time.monotonic() < ends:
+                time.sleep(self.interval)
+                exchange.write_raw(b"X-Drip: 1\r\n")
+        except OSError:
+            pass  # the client gave up: that is the point
+        exchange.abort()
+        return True
+
+
+@dataclass(frozen=True)
+class RefuseRange(Fault):
+    """Answer every request that carries a Range header with 416 Range Not Satisfiable."""
+
+    def intercept(self, exchange: Exchange) -> bool:
+        if exchange.range_header is None:
+            return False
+        exchange.reply(416, {"Content-Type": "text/plain"}, b"Requested range not satisfiable")
+        return True
 
 
 @dataclass(frozen=True)
@@ -232,6 +298,43 @@ class BadSize(Fault):
                 if "lfs" in entry:
                     entry["lfs"] = {**entry["lfs"], "size": self.size}
         return entries
+
+
+@dataclass(frozen=True)
+class PauseMidBody(Fault):
+    """Send the first `after_bytes` of the body, go silent for `seconds`, then send the rest:
+    a stalled transfer, which a client's body-read timeout must catch (or wait out)."""
+
+    after_bytes: int
+    seconds: float
+    _paused: list = field(default_factory=list, compare=False, repr=False)
+
+    def edit_chunk(self, offset: int, chunk: bytes) -> bytes:
+        if offset >= self.after_bytes and not self._paused:
+            self._paused.append(True)
+            time.sleep(self.seconds)
+        return chunk
+
+
+@dataclass(frozen=True)
+class RewriteLink(Fault):
+    """Put another origin (and optionally another path) in a tree page's `Link: rel="next"`, keeping
+    the cursor: what hf-mirror.com does when it passes huggingface.co's absolute link through."""
+
+    origin: str
+    path: str | None = None
+
+    def edit_headers(self, headers: dict[str, str]) -> None:
+        link = headers.get("Link")
+        if not link or "<" not in link:
+            return
+        url = link[link.index("<") + 1 : link.index(">")]
+        rest = url.split("://", 1)[-1]
+        path_and_query = rest[rest.index("/"):] if "/" in rest else "/"
+        if self.path is not None:
+            query = path_and_query.partition("?")[2]
+            path_and_query = self.path + (f"?{query}" if query else "")
+        headers["Link"] = f"<{self.origin.rstrip('/')}{path_and_query}>" + link[link.index(">") + 1 :]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import json
 import mimetypes
 import os
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
+from modelmgr.testing.cdn import LocalCdn
 from modelmgr.testing.faults import NO_FAULT, Fault, FaultQueue, FaultRule
+from modelmgr.testing.search import search_models
 
 # Files git-lfs tracks in a Hub repo by default (.gitattributes of a new repo), whatever their size.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".h5", ".msgpack")
@@ -154,6 +157,7 @@ class _Repo:
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> commit
     tags: set[str] = field(default_factory=set)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)  # commit -> snapshot
+    card: dict[str, Any] = field(default_factory=dict)  # downloads, likes, library_name, pipeline_tag
 
     def resolve(self, revision: str) -> Snapshot | None:
         commit = self.refs.get(revision, revision)
@@ -173,6 +177,7 @@ class RecordedRequest:
     query: str
     headers: dict[str, str]  # names lower-cased
     status: int | None
+    at: float = 0.0  # time.monotonic() when recorded: orders the Hub's and the CDN's requests
 
     @property
     def params(self) -> dict[str, list[str]]:
@@ -183,10 +188,19 @@ class RecordedRequest:
 
 
 class LocalHub:
-    """A Hub on 127.0.0.1 serving folders as repos; `with LocalHub() as hub:` starts and stops it."""
+    """A Hub on 127.0.0.1 serving folders as repos; `with LocalHub() as hub:` starts and stops it.
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    As huggingface.co does, LFS files are answered with a 302 (carrying X-Repo-Commit,
+    X-Linked-Etag, X-Linked-Size) to a CDN on another port (`hub.cdn`); `cdn=False` serves them
+    directly. A request that a queued fault matches is answered by the Hub itself, so the fault
+    breaks the file's answer as the test meant. `tls` (a server-side ssl.SSLContext, for example
+    from `modelmgr.testing.tls`) serves https on both listeners.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, cdn: bool = True, tls: Any = None) -> None:
         self.host = host
+        self.tls = tls
+        self._gated: dict[str, set[str]] = {}  # repo id -> tokens granted access
         self.tree_page_size = 1000
         self._port = port
         self._repos: dict[tuple[str, str], _Repo] = {}
@@ -199,6 +213,9 @@ class LocalHub:
         self._private: set[str] | None = set()  # None: every repo is private
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.cdn: LocalCdn | None = LocalCdn(self) if cdn else None
+        if self.cdn is not None:
+            self.cdn.tls = tls
 
     # repos
 
@@ -211,6 +228,10 @@ class LocalHub:
         repo_type: str = "model",
         lfs_threshold: int = DEFAULT_LFS_THRESHOLD,
         tag: bool = False,
+        downloads: int = 0,
+        likes: int = 0,
+        library: str | None = None,
+        pipeline_tag: str | None = None,
     ) -> str:
         """Serve `folder` as `revision` (a branch, or a tag) of the repo; returns its commit.
 
@@ -232,6 +253,7 @@ class LocalHub:
             repo.snapshots = {**repo.snapshots, snapshot.commit: snapshot}
             repo.refs = {**repo.refs, revision: snapshot.commit}
             repo.tags = repo.tags | {revision} if tag else repo.tags - {revision}
+            repo.card = {"downloads": downloads, "likes": likes, "library_name": library, "pipeline_tag": pipeline_tag}
         return snapshot.commit
 
     def add_tag(self, repo_id: str, tag: str, revision: str = "main", *, repo_type: str = "model") -> str:
@@ -297,6 +319,18 @@ class LocalHub:
             elif self._private is not None:
                 self._private.update(repos)
 
+    def add_token(self, token: str) -> None:
+        """A token the Hub accepts (for gated repos; `require_token` also makes repos private)."""
+        with self._lock:
+            self._tokens.add(token)
+
+    def gate(self, repo_id: str, *, granted: tuple[str, ...] = ()) -> None:
+        """Make a repo gated, as huggingface.co does: metadata stays public, files need a login
+        (401 GatedRepo) and a grant (403 GatedRepo); `granted` tokens have both."""
+        with self._lock:
+            self._tokens.update(granted)
+            self._gated[repo_id] = set(granted)
+
     # what happened
 
     @property
@@ -307,12 +341,24 @@ class LocalHub:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+        if self.cdn is not None:
+            self.cdn.clear_requests()
+
+    def file_answers(self, name: str | None = None, *, method: str = "GET") -> list[RecordedRequest]:
+        """The answers that carried a file's bytes (or refused to), wherever they came from: the
+        Hub's own resolve answers other than its CDN redirects, and the CDN's, in time order."""
+        def wanted(r: RecordedRequest) -> bool:
+            return r.method == method and (name is None or r.path.endswith("/" + name))
+
+        own = [r for r in self.requests if wanted(r) and "/resolve/" in r.path and r.status != 302]
+        cdn = [r for r in self.cdn.requests if wanted(r)] if self.cdn is not None else []
+        return sorted(own + cdn, key=lambda r: r.at)
 
     @property
     def errors(self) -> list[str]:
         """Tracebacks of the server's own bugs (never of client disconnects): tests expect none."""
         with self._lock:
-            return list(self._errors)
+            return list(self._errors) + (self.cdn.errors if self.cdn is not None else [])
 
     # life cycle
 
@@ -320,12 +366,14 @@ class LocalHub:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("LocalHub is not started: call start() or use it as a context manager.")
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self.tls is not None else 'http'}://{self.host}:{self._port}"
 
     def start(self) -> LocalHub:
         if self._server is not None:
             return self
-        self._server = _Server((self.host, self._port), self)
+        if self.cdn is not None:
+            self.cdn.start(server_class=_Server, handler=_CdnHandler)
+        self._server = _Server((self.host, self._port), self, tls=self.tls)
         # Remember the port, so a stopped Hub comes back at the same address.
         self._port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -344,6 +392,8 @@ class LocalHub:
         server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.cdn is not None:
+            self.cdn.stop()
 
     def __enter__(self) -> LocalHub:
         return self.start()
@@ -385,11 +435,19 @@ class _Server(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], hub: LocalHub) -> None:
+    def __init__(self, address: tuple[str, int], hub: Any, *, handler: type | None = None, tls: Any = None) -> None:
         self.hub = hub
+        self.tls = tls
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, handler or _Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake runs on the handler's thread at its first read, never on the accept loop.
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._connections_lock:
@@ -411,7 +469,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints to stderr by default; a disconnect is normal, anything else is a bug.
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        # A TLS client that distrusts the certificate ends the handshake: that is its answer, not a bug.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             self.hub._record_error(traceback.format_exc())
 
 
@@ -443,10 +502,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def method(self) -> str:
         return self.command
 
+    @property
+    def range_header(self) -> str | None:
+        return self.headers.get("Range")
+
     def reply(self, status: int, headers: Mapping[str, str], body: bytes = b"") -> None:
         self._send_head(status, {**headers, "Content-Length": str(len(body))})
         if self.command != "HEAD":
             self._send_body(io.BytesIO(body), 0, len(body))
+
+    def write_raw(self, data: bytes) -> None:
+        self.wfile.write(data)
+        self.wfile.flush()
 
     def abort(self) -> None:
         """End the connection with a TCP reset."""
@@ -465,7 +532,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._status = None
         try:
             super().handle_one_request()
-        except (ConnectionError, TimeoutError):
+        except (ConnectionError, TimeoutError, ssl.SSLError):
             self.close_connection = True
 
     def _dispatch(self) -> None:
@@ -506,6 +573,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         parts = path.strip("/").split("/")
         if parts[0] == "api" and len(parts) >= 3 and parts[1] in _API_KINDS:
             return self._api(hub, _API_KINDS[parts[1]], parts[2:])
+        if parts == ["api", "models"] and self.command in ("GET", "HEAD"):
+            with hub._lock:
+                repos = [r for (kind, _), r in hub._repos.items() if kind == "model"]
+            return self._json(200, search_models(repos, self.query))
         if parts[:2] == ["api", "whoami-v2"]:
             return self._whoami(hub)
         if parts[0] != "api":
@@ -581,10 +652,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             "lastModified": _FIXED_DATE,
             "createdAt": _FIXED_DATE,
             "private": hub._authorized(repo.repo_id, None) is not True,
-            "gated": False,
+            "gated": "manual" if repo.repo_id in hub._gated else False,
             "disabled": False,
-            "downloads": 0,
-            "likes": 0,
+            "downloads": repo.card.get("downloads", 0),
+            "likes": repo.card.get("likes", 0),
             "tags": [],
             "siblings": [_sibling(e, with_blobs) for e in entries if e["type"] == "file"],
             "usedStorage": sum(f.size for f in files.values()),
@@ -667,6 +738,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command not in ("GET", "HEAD"):
             return self._error(405, None, f"Method {self.command} not allowed here")
         repo, _ = self._open_repo(hub, repo_type, repo_parts)
+        self._check_gate(hub, repo)
         revision, snapshot, path_parts = self._split_revision(repo, rest)
         snapshot = self._snapshot_or_404(repo, revision, snapshot)
         path = unquote("/".join(path_parts))
@@ -679,11 +751,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if hub_file.is_lfs:
             self.meta_headers["X-Linked-Etag"] = f'"{hub_file.etag}"'
             self.meta_headers["X-Linked-Size"] = str(hub_file.size)
-        headers = {
-            **self.meta_headers,
-            "Accept-Ranges": "bytes",
-            "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
-        }
+        if hub_file.is_lfs and hub.cdn is not None and self._fault is NO_FAULT:
+            location = hub.cdn.location(hub_file)
+            return self.reply(302, {**self.meta_headers, "Location": location, "Content-Type": "text/plain; charset=utf-8"},
+                              f"Found. Redirecting to {location}".encode())
+        self._serve_file(hub_file, {**self.meta_headers, "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream"})
+
+    def _check_gate(self, hub: LocalHub, repo: _Repo) -> None:
+        granted = hub._gated.get(repo.repo_id)
+        if granted is None:
+            return
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        what = f"{repo.repo_type} {repo.repo_id}"
+        if not token:
+            self._error(401, "GatedRepo", f"Access to {what} is restricted. You must have access to it and be "
+                        "authenticated to access it. Please log in.")
+        elif token not in hub._tokens:
+            self._error(401, None, "Invalid credentials in Authorization header")
+        elif token not in granted:
+            self._error(403, "GatedRepo", f"Access to {what} is restricted and you are not in the authorized list. "
+                        f"Visit {hub.url}/{repo.repo_id} to ask for access.")
+        else:
+            return
+        raise _Answered
+
+    def _serve_file(self, hub_file: HubFile, base_headers: Mapping[str, str]) -> None:
+        headers = {**base_headers, "Accept-Ranges": "bytes"}
         size = hub_file.size
         span = _parse_range(self.headers.get("Range"), size) if self._fault.honours_range() else None
         if span == "unsatisfiable":
@@ -711,7 +805,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         split = urlsplit(getattr(self, "path", "") or "")
         headers = {k.lower(): v for k, v in self.headers.items()} if getattr(self, "headers", None) else {}
         method = getattr(self, "command", None) or ""
-        self.server.hub._record(RecordedRequest(method, split.path, split.query, headers, status))
+        self.server.hub._record(RecordedRequest(method, split.path, split.query, headers, status, time.monotonic()))
 
     def _send_head(self, status: int, headers: Mapping[str, str]) -> None:
         # Every answer passes here first, so every route gives the request's fault its chance.
@@ -733,7 +827,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.connection.sendfile(source, start, length)  # zero-copy: benchmarks serve big files
         else:
             source.seek(start)
-            chunk_size = _CHUNK if rate is None else max(1024, min(_CHUNK, rate // 20))
+            chunk_size = fault.chunk_size() or (_CHUNK if rate is None else max(1024, min(_CHUNK, rate // 20)))
             sent, began = 0, time.monotonic()
             while sent < limit:
                 chunk = source.read(min(chunk_size, limit - sent))
@@ -801,3 +895,21 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | Literal["un
         return None
     return start, min(end, size - 1)
 
+
+
+class _CdnHandler(_Handler):
+    """The CDN's answers: a blob by its signed URL, with Range; no repo, no Hub header."""
+
+    def version_string(self) -> str:
+        return "modelmgr-localcdn"
+
+    def _route(self, hub: Any, path: str) -> None:
+        parts = path.strip("/").split("/")
+        if self.command not in ("GET", "HEAD"):
+            return self._error(405, None, f"Method {self.command} not allowed here")
+        if len(parts) < 2 or parts[0] != "blobs":
+            return self._error(404, None, "Not found")
+        hub_file = hub.blob(parts[1], urlsplit(self.raw_path).query)
+        if hub_file is None:
+            return self._error(403, None, "Request has expired or the signature does not match")
+        self._serve_file(hub_file, {"ETag": f'"{hub_file.etag}"', "Content-Type": "application/octet-stream"})

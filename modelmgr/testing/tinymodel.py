@@ -64,8 +64,14 @@ def build_tiny_model(
     with_chat_template: bool = True,
     extra_files: dict[str, bytes] | None = None,
     auto_map: bool = False,
+    native_type: bool = False,
 ) -> Path:
-    """Write a tiny Llama causal LM with its tokenizer to `dest` and return `dest`."""
+    """Write a tiny Llama causal LM with its tokenizer to `dest` and return `dest`.
+
+    ``auto_map``: the repo ships its own modelling code (which raises if ever imported). With
+    ``native_type`` the model_type stays "llama", which transformers implements itself: the shape
+    of microsoft/Phi-3-mini-4k-instruct (model_type "phi3" plus an auto_map).
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -125,7 +131,7 @@ def build_tiny_model(
             hf_logging.enable_progress_bar()
 
     if auto_map:
-        _add_auto_map(dest)
+        _add_auto_map(dest, rename_type=not native_type)
     for name, data in (extra_files or {}).items():
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -133,15 +139,17 @@ def build_tiny_model(
     return dest
 
 
-def _add_auto_map(dest: Path) -> None:
-    """Make the model loadable only by running its own code, as custom architectures are.
+def _add_auto_map(dest: Path, *, rename_type: bool = True) -> None:
+    """Point config.json's auto_map at the repo's own code; the mapped module raises if it is
+    ever imported.
 
-    transformers silently uses its own class when it knows the model_type, so the type is renamed
-    too; the mapped module raises if it is ever imported.
+    transformers silently uses its own class when it knows the model_type, so to make the model
+    loadable only by running its code (as custom architectures are) the type is renamed too.
     """
     config_path = dest / "config.json"
     config = json.loads(config_path.read_text())
-    config["model_type"] = "tiny-remote"
+    if rename_type:
+        config["model_type"] = "tiny-remote"
     config["auto_map"] = {
         "AutoConfig": "modeling_tiny.TinyConfig",
         "AutoModelForCausalLM": "modeling_tiny.TinyForCausalLM",

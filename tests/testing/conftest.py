@@ -66,8 +66,11 @@ def small_repo_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def hub(small_repo_dir: Path) -> Iterator[LocalHub]:
-    """A started LocalHub serving the small repo as org/small at main, with a 2 KB LFS threshold."""
-    with LocalHub() as local:
+    """A started LocalHub serving the small repo as org/small at main, with a 2 KB LFS threshold.
+
+    It serves LFS files itself (cdn=False): these tests check the Hub's own file answers (ranges,
+    416, rate caps, faults); test_localhub_cdn.py checks the default 302-to-CDN path."""
+    with LocalHub(cdn=False) as local:
         local.add_repo(SMALL_REPO, small_repo_dir, lfs_threshold=2048)
         yield local
         assert not local.errors, "\n".join(local.errors)

@@ -80,7 +80,7 @@ def test_errors_carry_the_hub_error_codes(hub, fetch):
         assert missing_file.headers["x-repo-commit"] == hub.commit("org/small")
 
 
-@pytest.mark.parametrize("path", ["/api/agent-harnesses", "/api/whatever/else", "/", "/org/small", "/api/models"])
+@pytest.mark.parametrize("path", ["/api/agent-harnesses", "/api/whatever/else", "/", "/org/small", "/api/datasets"])
 def test_unknown_paths_answer_json_404(hub, fetch, path):
     reply = fetch(f"{hub.url}{path}")
     assert reply.status == 404

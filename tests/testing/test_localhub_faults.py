@@ -122,7 +122,7 @@ def test_html_page_replaces_json_and_files(hub, fetch):
 
 
 def test_redirect_keeps_the_file_metadata_on_the_3xx(hub, fetch, hub_factory, small_repo_dir):
-    cdn = hub_factory()
+    cdn = hub_factory(cdn=False)
     cdn.add_repos_from(hub)
     hub.add_fault(RedirectTo(cdn.url), path="*/resolve/*", times=None)
     redirect = fetch(f"{hub.url}{WEIGHTS}", method="HEAD")

@@ -82,7 +82,9 @@ class Int8Backend(TransformersBackend):
         # Linear weights are int8; the rest (embeddings, norms, the output head) and the
         # activations stay in float16, bitsandbytes' native input type on CPU and GPU alike.
         if options.dtype not in ("auto", "float16"):
-            raise BackendError(f"the int8 backend keeps its non-8-bit parts in float16, not {options.dtype}: drop --dtype or use another --backend.")
+            source = getattr(options, "dtype_source", "--dtype")  # older cores do not say where it was set
+            fix = "drop --dtype" if source == "--dtype" else f"set {source} to auto or float16, or pass --dtype float16"
+            raise BackendError(f"the int8 backend keeps its non-8-bit parts in float16, not {options.dtype}: {fix}, or use another --backend.")
         return "int8"
 
     def estimate(self, info: ModelInfo, options: LoadOptions) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -17,6 +18,10 @@ from .requirements import require
 TORCH_RUNTIME_BYTES = 400 * 1024**2
 # A CUDA context takes 300-900 MB of each GPU's memory before the first weight arrives.
 CUDA_CONTEXT_BYTES = 512 * 1024**2
+
+# model -> its BatchEngine, for models loaded to serve several generations at once. Weak, so a
+# model dropped without unload() is not kept alive by this table (its engine thread still is).
+_ENGINES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 class _DropMessages(logging.Filter):
@@ -91,6 +96,15 @@ class TransformersBackend(Backend):
         dtype = self.resolve_dtype(info, options)
         return estimate_memory(info, dtype=dtype, context_length=options.context_length, runtime_bytes=self.runtime_bytes).total
 
+    def runs_natively(self, info: ModelInfo) -> bool:
+        """transformers has its own class for this model_type (Phi-3, Qwen2...): with
+        trust_remote_code=False, from_pretrained uses it and imports nothing the repo ships."""
+        if not info.model_type or not self.available():
+            return False
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        return info.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
     def model_kwargs(self, info: ModelInfo, options: LoadOptions) -> dict[str, Any]:
         """from_pretrained arguments that place the model: dtype, device_map, quantization."""
         raise NotImplementedError
@@ -121,12 +135,20 @@ class TransformersBackend(Backend):
             )
         model.eval()
         release_freed_memory()
+        max_batch = 1
+        if options.max_batch > 1:
+            from .batching import BatchEngine, can_batch
+
+            if can_batch(model):
+                _ENGINES[model] = BatchEngine(model, tokenizer, options.max_batch)
+                max_batch = options.max_batch
         return LoadedModel(
             model=model,
             tokenizer=tokenizer,
             backend_name=self.name,
             device=describe_device(model),
             dtype=self.loaded_dtype(model, info, options),
+            max_batch=max_batch,
         )
 
     def loaded_dtype(self, model: Any, info: ModelInfo, options: LoadOptions) -> str:
@@ -135,7 +157,23 @@ class TransformersBackend(Backend):
     def generate(self, loaded: LoadedModel, messages: Sequence[Message], settings: GenerationSettings) -> Generation:
         from .streaming import TransformersGeneration
 
+        engine = _ENGINES.get(loaded.model)
+        if engine is not None:
+            return engine.generation(messages, settings)
         return TransformersGeneration(loaded.model, loaded.tokenizer, messages, settings)
+
+    def generate_text(self, loaded: LoadedModel, prompt: str, settings: GenerationSettings) -> Generation:
+        from .streaming import TransformersGeneration
+
+        engine = _ENGINES.get(loaded.model)
+        if engine is not None:
+            return engine.generation(None, settings, text=prompt)
+        return TransformersGeneration(loaded.model, loaded.tokenizer, [], settings, text=prompt)
+
+    def unload(self, loaded: LoadedModel) -> None:
+        engine = _ENGINES.pop(loaded.model, None)
+        if engine is not None:
+            engine.close()
 
 
 def describe_device(model: Any) -> str:

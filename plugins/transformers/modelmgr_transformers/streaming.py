@@ -107,7 +107,7 @@ def generation_kwargs(model: Any, tokenizer: Any, settings: GenerationSettings) 
 
 
 class TransformersGeneration(Generation):
-    def __init__(self, model: Any, tokenizer: Any, messages: Sequence[Message], settings: GenerationSettings):
+    def __init__(self, model: Any, tokenizer: Any, messages: Sequence[Message], settings: GenerationSettings, *, text: str | None = None):
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -117,7 +117,8 @@ class TransformersGeneration(Generation):
             def __call__(self, input_ids, scores, **kwargs):  # noqa: ANN001 - transformers' signature
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        inputs = {key: value.to(model.device) for key, value in encode_messages(tokenizer, messages).items()}
+        encoded = dict(tokenizer(text, return_tensors="pt")) if text is not None else encode_messages(tokenizer, messages)
+        inputs = {key: value.to(model.device) for key, value in encoded.items()}
         self.prompt_tokens = int(inputs["input_ids"].shape[-1])
         self.completion_tokens = 0
         self._stop = stop
