@@ -141,7 +141,7 @@ def tool_commands(tool: str, hub: LocalHub, cache: Path, shards: list[str], conn
     if tool == "snapshot_download":
         return [[sys.executable, "-c", SNAPSHOT_DOWNLOAD, REPO, str(cache), hub.url]]
     cache.mkdir(parents=True)
-    return [["curl", "-sSf", "-o", str(cache / name), f"{hub.url}/{REPO}/resolve/main/{name}"] for name in shards]
+    return [["curl", "-sSfL", "-o", str(cache / name), f"{hub.url}/{REPO}/resolve/main/{name}"] for name in shards]
 
 
 def check_result(tool: str, cache: Path, source: Path, shards: list[str]) -> None:
@@ -254,7 +254,7 @@ def render(results: list[dict], args, sizes: list[int], total: int, command: str
         f"modelmgr: `python -m modelmgr pull --connections {args.connections}` (sha256 verified while streaming, "
         "disk writeback started behind the download and every blob fsynced before its rename). "
         "snapshot_download: `max_workers=8`, HF_HUB_DISABLE_XET=1, "
-        f"progress bars off (it checks sizes, not hashes). curl: {_count(files)} `curl -o` processes at once, one per "
+        f"progress bars off (it checks sizes, not hashes). curl: {_count(files)} `curl -L -o` processes at once (following the Hub's redirect to its CDN), one per "
         "shard (the small files skipped): the ceiling of plain HTTP on this machine.",
         "",
         "CPU = user + system seconds of the tool's process(es), from `getrusage(RUSAGE_CHILDREN)` deltas; "
