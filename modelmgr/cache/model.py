@@ -80,6 +80,10 @@ class CachedRevision:
     incomplete: bool = False  # a manifest names files the snapshot lacks, or a link is broken
     missing: tuple[str, ...] = ()  # those files, '/'-separated, relative to the snapshot
     scanned: tuple | None = field(default=None, repr=False, compare=False)  # the scan's raw entries, if kept
+    # What `list` shows of the weights without reading the snapshot again (the scan index keeps it):
+    # "safetensors", "gguf", "pickle" or None, and for GGUF the top-level .gguf file names.
+    weight_format: str | None = None
+    gguf_files: tuple[str, ...] = ()
 
     @cached_property
     def snapshot_path(self) -> Path:
@@ -260,3 +264,20 @@ def unique_size(repos: Iterable[CachedRepo]) -> int:
     for repo in repos:
         seen.update(repo.content)
     return sum(seen.values())
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+
+
+def weights_summary(relative_names) -> tuple[str | None, tuple[str, ...]]:
+    """The weight format of a snapshot from its files' relative names, and its top-level GGUF files:
+    safetensors win (a repo with both loads those), then GGUF, then pickles."""
+    top = [name for name in relative_names if "/" not in name]
+    if any(name.endswith(".safetensors") for name in top):
+        return "safetensors", ()
+    gguf = tuple(sorted(name for name in top if name.lower().endswith(".gguf")))
+    if gguf:
+        return "gguf", gguf
+    if any(name.endswith(PICKLE_SUFFIXES) for name in top):
+        return "pickle", ()
+    return None, ()

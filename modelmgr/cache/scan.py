@@ -28,7 +28,7 @@ from modelmgr.cache.layout import (
     BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, is_temporary_ref, parse_folder_name,
     partial_download,
 )
-from modelmgr.cache.model import CachedRepo, CachedRevision, CacheInfo, ScanWarning, unique_size
+from modelmgr.cache.model import CachedRepo, CachedRevision, CacheInfo, ScanWarning, unique_size, weights_summary
 from modelmgr.fsutil import read_small
 from modelmgr.project.names import is_commit, is_safe_path
 from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, list_blobs, scan_snapshot
@@ -338,6 +338,7 @@ def _scan_repo(
             except OSError:
                 last_modified = 0.0
         seen_commits.add(commit)
+        weight_format, gguf_files = weights_summary(entry[REL] for entry in entries)
         revisions.append(
             CachedRevision(
                 commit=commit,
@@ -349,6 +350,8 @@ def _scan_repo(
                 incomplete=bool(missing),
                 missing=tuple(missing),
                 scanned=tuple(entries),
+                weight_format=weight_format,
+                gguf_files=gguf_files,
             )
         )
 

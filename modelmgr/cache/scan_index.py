@@ -22,7 +22,7 @@ from pathlib import Path
 from modelmgr.cache.layout import BLOBS, SNAPSHOTS
 from modelmgr.cache.model import CachedRepo, CachedRevision
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 # Folders changed less than this long before a scan are not indexed: a second change within the
 # same timestamp tick would leave their stamps equal (git's "racy clean" problem).
 RACY_SECONDS = 2.0
@@ -60,7 +60,8 @@ def index_record(repo: CachedRepo, read: list[str], content: dict) -> tuple | No
         relative.append(path[len(root):])
         stamps.extend(stamp)
     revisions = tuple(
-        (r.commit, tuple(sorted(r.refs)), r.size_on_disk, r.last_modified, r.nb_files, r.incomplete, r.missing)
+        (r.commit, tuple(sorted(r.refs)), r.size_on_disk, r.last_modified, r.nb_files, r.incomplete, r.missing,
+         r.weight_format, r.gguf_files)
         for r in repo.revisions
     )
     flat: list[int] = []
@@ -132,9 +133,13 @@ class ScanIndex:
             size, nb_files, last_modified, last_accessed = record[2]
             prefix = repo_path + os.sep + SNAPSHOTS + os.sep
             revisions = tuple(
-                CachedRevision(commit, frozenset(refs), rsize, prefix + commit, modified, count, incomplete, missing)
-                for commit, refs, rsize, modified, count, incomplete, missing in record[3]
+                CachedRevision(commit, frozenset(refs), rsize, prefix + commit, modified, count, incomplete, missing,
+                               weight_format=weights, gguf_files=gguf)
+                for commit, refs, rsize, modified, count, incomplete, missing, weights, gguf in record[3]
             )
+            if not all(isinstance(r.weight_format, (str, type(None))) and all(isinstance(n, str) for n in r.gguf_files)
+                       for r in revisions):
+                return None  # a record not as this version writes it: scan the repo instead
             flat = record[4]
             content = {(flat[i], flat[i + 1]): flat[i + 2] for i in range(0, len(flat), 3)}
         except (OSError, ValueError, TypeError, IndexError):

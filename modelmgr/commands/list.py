@@ -26,24 +26,13 @@ def _kinds_summary(repos) -> str:
     return ", ".join(parts)
 
 
-def weights_of(snapshot) -> tuple[str | None, list[str]]:
-    """The snapshot's weight format and, for GGUF, the quantizations it holds (one directory read)."""
-    import os
-
+def weights_of(revision) -> tuple[str | None, list[str]]:
+    """The revision's weight format and, for GGUF, the quantizations it holds, from the scan."""
+    if revision.weight_format != "gguf":
+        return revision.weight_format, []
     from modelmgr.fetch.quants import gguf_groups
 
-    try:
-        names = os.listdir(snapshot)
-    except OSError:
-        return None, []
-    if any(name.endswith(".safetensors") for name in names):
-        return "safetensors", []
-    quants = sorted(gguf_groups(dict.fromkeys(names, 0)))
-    if quants:
-        return "gguf", quants
-    if any(name.endswith((".bin", ".pt", ".pth")) for name in names):
-        return "pickle", []
-    return None, []
+    return "gguf", sorted(gguf_groups(dict.fromkeys(revision.gguf_files, 0)))
 
 
 @click.command("list")
@@ -86,7 +75,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     else:
         rows.sort(key=lambda row: (row[0].display_id.lower(), -row[1].last_modified))
 
-    weights = {revision.snapshot_path: weights_of(revision.snapshot_path) for _, revision in rows}
+    weights = {revision.snapshot_dir: weights_of(revision) for _, revision in rows}
     if as_json:
         echo_json([
             {
@@ -97,8 +86,8 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
                 "refs": revision.sorted_refs,
                 "size_bytes": revision.size_on_disk,
                 "files": revision.nb_files,
-                "format": weights[revision.snapshot_path][0],
-                "quantizations": weights[revision.snapshot_path][1],
+                "format": weights[revision.snapshot_dir][0],
+                "quantizations": weights[revision.snapshot_dir][1],
                 "path": revision.snapshot_dir,
                 "last_modified": iso_utc(revision.last_modified),
                 "incomplete": revision.incomplete,
@@ -135,10 +124,10 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
         [repo.display_id, revision.label, format_size(revision.size_on_disk), str(revision.nb_files), format_age(now - revision.last_modified)]
         for repo, revision in rows
     ]
-    if any(weights[revision.snapshot_path][0] == "gguf" for _, revision in rows):  # only once there is a GGUF to tell apart
+    if any(weights[revision.snapshot_dir][0] == "gguf" for _, revision in rows):  # only once there is a GGUF to tell apart
         headers.append("FORMAT")
         for row, (_, revision) in zip(table, rows):
-            kind, quants = weights[revision.snapshot_path]
+            kind, quants = weights[revision.snapshot_dir]
             row.append(f"{kind} {','.join(quants)}" if quants else (kind or "-"))
     if any(repo.folder_name in used for repo, _ in rows):  # only once something was run or loaded
         headers.append("LAST USED")
