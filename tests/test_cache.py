@@ -550,3 +550,22 @@ def test_scan_index_off_and_corrupt(cache: Path, indexing: list[str], monkeypatc
     indexing.clear()
     scan_cache([cache], reuse=True)
     assert indexing == []  # rewritten
+
+
+def test_scan_index_keeps_each_revisions_weight_format(cache: Path, indexing: list[str]) -> None:
+    # `list` names the format and the GGUF quantizations of every revision; it used to list every
+    # snapshot folder again for that, which cost a warm list of 1000 repos a third of its time.
+    build_repo(cache, "org/gguf", {C1: {"m-Q4_0.gguf": b"q4", "m-Q8_0.gguf": b"q8", "README.md": b"r"}}, refs={"main": C1})
+    build_repo(cache, "org/st", {C2: {"model.safetensors": b"s", "model.gguf": b"g", "sub/x.bin": b"b"}}, refs={"main": C2})
+    build_repo(cache, "org/pt", {C3: {"pytorch_model.bin": b"p"}}, refs={"main": C3})
+    scan_cache([cache], reuse=True)
+    indexing.clear()
+    again = scan_cache([cache], reuse=True)
+    assert indexing == []  # served from the index
+    formats = {repo.repo_id: (r.weight_format, r.gguf_files) for repo in again.repos for r in repo.revisions}
+    assert formats == {
+        "org/gguf": ("gguf", ("m-Q4_0.gguf", "m-Q8_0.gguf")),
+        "org/st": ("safetensors", ()),  # safetensors win: a repo with both loads those
+        "org/pt": ("pickle", ()),
+    }
+    assert formats == {repo.repo_id: (r.weight_format, r.gguf_files) for repo in scan_cache([cache]).repos for r in repo.revisions}
