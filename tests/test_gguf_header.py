@@ -1,8 +1,11 @@
 """The GGUF header reader on real files and on hostile ones, and the quantization rule."""
 from __future__ import annotations
 
+import os
 import shutil
 import struct
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,96 @@ def test_hostile_headers_are_one_clear_error(tmp_path: Path, name: str) -> None:
     path = tmp_path / "model-Q4_0.gguf"
     path.write_bytes(HOSTILE[name])
     with pytest.raises(BackendError, match=r"is not a valid GGUF file: .*\. Run `modelmgr verify` or pull the model again\.$"):
+        read_gguf_header(path)
+
+
+def _sparse(path: Path, prefix: bytes, size: int) -> Path:
+    """``prefix`` then zeros up to ``size`` bytes, in a sparse file: no disk, no time."""
+    path.write_bytes(prefix)
+    os.truncate(path, size)
+    return path
+
+
+def _max_rss() -> int:
+    """The process's peak resident memory in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+MiB = 2**20
+SPARSE = {
+    # (the file's start, its size, what the error says): each would have read or walked
+    # gigabytes, or millions of items, before the caps.
+    "a 1.5 GB chat template": (
+        header(body=_string("tokenizer.chat_template") + struct.pack("<IQ", 8, 1536 * MiB)),
+        1600 * MiB, r"'tokenizer.chat_template' is 1610612736 bytes long \(at most 16777216\)"),
+    "a 1.5 GB key": (header(body=struct.pack("<Q", 1536 * MiB)), 1600 * MiB, r"metadata key 0 is 1610612736 bytes long \(at most 65535\)"),
+    "a 1.5 GB tensor name": (
+        header(tensors=1, kvs=0, body=struct.pack("<Q", 1536 * MiB)), 1600 * MiB, r"the name of tensor 0 is 1610612736 bytes long"),
+    "10M empty tokens": (
+        header(body=_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 10**7)),
+        80 * MiB + 100, r"the length of 'tokenizer.ggml.tokens' is 10000000, more than the 4194304 elements"),
+    "a 1.5 GB token": (
+        header(body=_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 100) + _string("a") * 99 + struct.pack("<Q", 1536 * MiB)),
+        1600 * MiB, r"'tokenizer.ggml.tokens'\[99\] is 1610612736 bytes long"),
+    "10M metadata entries": (header(kvs=10**7), 200 * MiB, r"the metadata count is 10000000, more than the 65536 any real model has"),
+    "10M tensors": (header(tensors=10**7, kvs=0), 400 * MiB, r"the tensor count is 10000000, more than the 1048576 any real model has"),
+}
+
+
+@pytest.mark.parametrize("name", list(SPARSE))
+def test_huge_strings_and_arrays_are_refused_before_they_are_read(tmp_path: Path, name: str) -> None:
+    prefix, size, message = SPARSE[name]
+    path = _sparse(tmp_path / "model-Q4_0.gguf", prefix, size)
+    before, start = _max_rss(), time.monotonic()
+    with pytest.raises(BackendError, match=message):
+        read_gguf_header(path)
+    assert time.monotonic() - start < 2 and _max_rss() - before < 64 * MiB
+
+
+def test_what_a_header_keeps_has_one_budget(tmp_path: Path) -> None:
+    """Twenty values of 15 MiB each (every one under MAX_STRING): refused at 64 MiB kept, not 300."""
+    path = tmp_path / "model-Q4_0.gguf"
+    with open(path, "wb") as handle:  # the values are holes: only the keys are written
+        handle.write(header(kvs=20, body=b""))
+        for i in range(20):
+            handle.write(_string(f"general.k{i}") + struct.pack("<IQ", 8, 15 * MiB))
+            handle.seek(15 * MiB, os.SEEK_CUR)
+        handle.truncate()
+    before = _max_rss()
+    with pytest.raises(BackendError, match=r"its header holds more than 64 MiB of metadata and tensor names"):
+        read_gguf_header(path)
+    assert _max_rss() - before < 128 * MiB
+
+
+def test_a_huge_string_modelmgr_does_not_read_is_skipped(tmp_path: Path) -> None:
+    """A 1.5 GB value under a key modelmgr never reads is stepped over with a seek, not refused."""
+    path = tmp_path / "model-Q4_0.gguf"
+    with open(path, "wb") as handle:
+        handle.write(header(kvs=2, body=b""))
+        handle.write(_string("tokenizer.huggingface.json") + struct.pack("<IQ", 8, 1536 * MiB))
+        handle.seek(1536 * MiB, os.SEEK_CUR)
+        handle.write(_string("general.architecture") + struct.pack("<I", 8) + _string("llama"))
+    before = _max_rss()
+    head = read_gguf_header(path)
+    assert head.architecture == "llama" and "tokenizer.huggingface.json" not in head.metadata
+    assert _max_rss() - before < 64 * MiB
+
+
+def test_a_long_string_array_is_walked_not_kept(tmp_path: Path) -> None:
+    """A vocabulary of 300k tokens is walked a chunk at a time: its length, quickly."""
+    tokens = b"".join(_string(f"t{i}") for i in range(300_000))
+    path = tmp_path / "model-Q4_0.gguf"
+    path.write_bytes(header(kvs=2, body=_string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 300_000) + tokens
+                            + _string("general.architecture") + struct.pack("<I", 8) + _string("llama")))
+    start = time.monotonic()
+    head = read_gguf_header(path)
+    assert head.get("tokenizer.ggml.tokens") == 300_000 and head.architecture == "llama"
+    assert time.monotonic() - start < 2
+    path.write_bytes(path.read_bytes()[:3_000_000])  # past the 2.4 MB the count check needs
+    with pytest.raises(BackendError, match=r"'tokenizer.ggml.tokens'\[\d+\] .*(truncated or corrupt)"):
         read_gguf_header(path)
 
 
