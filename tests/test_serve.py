@@ -310,3 +310,179 @@ def test_serve_refuses_a_public_address_without_a_key(capsys: pytest.CaptureFixt
     outcome = cli(capsys, "serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert outcome.code == 1 and outcome.err.count("\n") == 1
     assert outcome.err.startswith("Error: refusing to listen on 0.0.0.0") and "--api-key" in outcome.err
+
+
+# --- a second server: one request at a time, an alias that says trust_remote_code -------------
+
+LONG_ID = "modelmgr-test/tiny-llama-long"  # the tiny model with room for long replies (RoPE has no hard limit)
+CUSTOM_ID = "org/custom"  # a custom model_type: it loads only by running the repo's code
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory):
+    import shutil
+
+    from modelmgr.fetch.pull import pull
+    from modelmgr.project.config import load_config
+
+    root = tmp_path_factory.mktemp("serve-single")
+    cache, config_file = root / "hub", root / "config.toml"
+    long = Path(shutil.copytree(tiny_model_files(), root / "long"))
+    config = json.loads((long / "config.json").read_text())
+    config["max_position_embeddings"] = 65536
+    (long / "config.json").write_text(json.dumps(config))
+    environ = {"HF_HUB_CACHE": str(cache), "MODELMGR_CONFIG": str(config_file)}
+    config_file.write_text("")  # the alias needs the commit, known once the repo is up
+    with LocalHub() as hub:
+        hub.add_repo(LONG_ID, long)
+        commit = hub.add_repo(CUSTOM_ID, build_tiny_model(root / "custom", auto_map=True))
+        for repo_id in (LONG_ID, CUSTOM_ID):
+            pull(repo_id, config=load_config(flag_endpoints=(hub.url,), environ=environ))
+    config_file.write_text(f'[models.custom]\nid = "{CUSTOM_ID}"\nrevision = "{commit}"\ntrust_remote_code = true\n')
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMGR_", "HF_"))},
+        **environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf-home"), "MODELMGR_HOST": f"127.0.0.1:{port}",
+    }
+    log = root / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "modelmgr", "serve", "--parallel", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Served(f"http://127.0.0.1:{port}", port, env, process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if server.get("/health")["status"] == "ok":
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up:\n" + log.read_text()
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def _post(served: Served, body: dict):
+    """A request on a raw connection, so the test can walk away from it."""
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+    connection.request("POST", "/v1/chat/completions", json.dumps(body), {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    return connection
+
+
+LONG_REPLY = {"model": LONG_ID, "messages": QUESTION, "max_tokens": 4000, "temperature": 1.0, "seed": 1}
+
+
+def test_a_client_that_leaves_before_a_whole_reply_frees_its_slot(single: Served) -> None:
+    single.client().chat.completions.create(model=LONG_ID, messages=QUESTION, max_tokens=2)  # loaded
+    connection = _post(single, LONG_REPLY)  # not streamed: nothing is written until the end
+    single.wait_for(lambda: single.ps()[0]["running"] == 1)
+    time.sleep(0.5)
+    connection.close()  # ~4000 tokens (tens of seconds here) early
+    single.wait_for(lambda: single.ps()[0]["running"] == 0, timeout=5)
+    assert single.client().chat.completions.create(model=LONG_ID, messages=QUESTION, max_tokens=2).choices[0].message.content
+
+
+def test_a_client_that_leaves_the_queue_gives_up_its_place(single: Served) -> None:
+    single.client().chat.completions.create(model=LONG_ID, messages=QUESTION, max_tokens=2)
+    first = _post(single, {**LONG_REPLY, "stream": True})
+    response = first.getresponse()
+    assert response.status == 200 and response.readline().startswith(b"data: ")
+    second = _post(single, LONG_REPLY)  # --parallel 1: it waits for the first
+    single.wait_for(lambda: single.ps()[0]["waiting"] == 1)
+    second.close()
+    single.wait_for(lambda: single.ps()[0]["waiting"] == 0, timeout=5)
+    assert single.ps()[0]["running"] == 1  # the first still generates
+    first.close()
+    single.wait_for(lambda: single.ps()[0]["running"] == 0, timeout=10)
+
+
+def test_an_alias_does_not_let_the_server_run_remote_code(single: Served) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        single.client().chat.completions.create(model="custom", messages=QUESTION, max_tokens=2)
+    assert refused.value.body["code"] == "unsafe_model"
+    assert "--trust-remote-code" in refused.value.body["message"] and "[models.custom]" in refused.value.body["message"]
+    assert "remote code was executed" not in single.log.read_text()
+
+
+def test_modelmgr_run_still_honours_the_alias(single: Served) -> None:
+    from modelmgr.errors import UnsafeModel
+    from modelmgr.project.config import load_config
+    from modelmgr.run.plan import plan_load
+
+    config = load_config(environ={k: v for k, v in single.env.items() if k.startswith(("MODELMGR_", "HF_"))})
+    assert plan_load("custom", config=config).options.trust_remote_code  # `modelmgr run custom`: as before
+    with pytest.raises(UnsafeModel):
+        plan_load("custom", config=config, alias_may_trust=False)
+
+
+# --- the context, keep_alive, and `run`'s key -----------------------------------------------------
+
+def test_a_prompt_over_the_context_is_refused_and_max_tokens_is_cut_to_fit(served: Served) -> None:
+    client = served.client()
+    for create in (lambda: client.completions.create(model=TINY_MODEL_ID, prompt="stone " * 600, max_tokens=4),
+                   lambda: client.chat.completions.create(model=TINY_MODEL_ID, messages=[{"role": "user", "content": "stone " * 600}], max_tokens=4)):
+        with pytest.raises(openai.BadRequestError) as over:
+            create()
+        assert over.value.body["code"] == "context_length_exceeded" and "512 tokens" in over.value.body["message"]
+    reply = client.completions.create(model=TINY_MODEL_ID, prompt="stone " * 480, max_tokens=100, temperature=0)
+    assert reply.usage.prompt_tokens > 412  # so 100 more would not fit in 512
+    assert reply.usage.prompt_tokens + reply.usage.completion_tokens <= 512
+    assert reply.usage.completion_tokens < 100
+    assert chat(served)
+
+
+def test_keep_alive_holds_for_its_request_only(served: Served) -> None:
+    chat(served, extra_body={"keep_alive": "-1"})
+    assert served.ps()[0]["keep_alive"] is None  # forever
+    chat(served, extra_body={"keep_alive": "1h"})
+    assert served.ps()[0]["keep_alive"] == 3600
+    chat(served)  # names none: the server's default again, as ollama's
+    assert served.ps()[0]["keep_alive"] == 300
+
+
+def test_run_sends_no_key_to_the_health_probe(served: Served) -> None:
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from modelmgr.serve.client import Client
+    from modelmgr.serve.settings import Address
+
+    seen: list[str | None] = []
+
+    class Probe(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    listener = ThreadingHTTPServer(("127.0.0.1", 0), Probe)
+    thread = threading.Thread(target=listener.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert Client(Address("127.0.0.1", listener.server_address[1]), "secret-key").is_up()
+    finally:
+        listener.shutdown()
+        listener.server_close()
+    assert seen == [None]
+    assert Client(Address("127.0.0.1", served.port), "wrong").is_up()  # /health needs no key
+
+
+def test_run_with_a_wrong_key_says_which_variable_and_no_server(served: Served) -> None:
+    env = {**served.env, "MODELMGR_API_KEY": "wrong"}
+    completed = subprocess.run([sys.executable, "-m", "modelmgr", "run", TINY_MODEL_ID, "hi", "--max-new-tokens", "2"],
+                               env=env, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1
+    assert "MODELMGR_API_KEY" in completed.stderr and "--no-server" in completed.stderr and "wrong" not in completed.stderr

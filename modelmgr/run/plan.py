@@ -159,10 +159,13 @@ def plan_load(
     max_memory: int | None = None,
     max_batch: int = 1,
     on_event: "EventSink | None" = None,
+    alias_may_trust: bool = True,
 ) -> LoadPlan:
     """Resolve a reference (pulling it when needed), read the model, check it is safe to load,
     and choose the backend. ``backend``/``dtype``: explicit choices; None or "auto" defers to the
-    alias's setting, then the config's, then automatic choice."""
+    alias's setting, then the config's, then automatic choice. ``alias_may_trust``: whether an
+    alias's ``trust_remote_code = true`` counts; a server passes False, so that only its own
+    --trust-remote-code lets it run a repo's code."""
     model = resolve_model(text, config=config, on_event=on_event)
     alias = model.alias
     options = LoadOptions(
@@ -170,7 +173,7 @@ def plan_load(
         dtype_source=_dtype_source(dtype, alias, config),
         max_memory=max_memory if max_memory is not None else config.max_memory,
         context_length=context_length,
-        trust_remote_code=bool(trust_remote_code or (alias and alias.trust_remote_code)),
+        trust_remote_code=bool(trust_remote_code or (alias_may_trust and alias and alias.trust_remote_code)),
         allow_pickle=allow_pickle,
         commit=model.ref.revision if model.ref.revision and is_commit(model.ref.revision) else None,
         quant=model.ref.quant,

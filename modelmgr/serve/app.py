@@ -2,6 +2,7 @@
 the body limit and CORS, on starlette. Imported only by `modelmgr serve`."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -17,7 +18,7 @@ from starlette.routing import Route
 from modelmgr._version import __version__
 from modelmgr.serve import generate
 from modelmgr.serve.catalog import list_models
-from modelmgr.serve.protocol import ApiError, GenerateRequest, chunk_object, completion_object, new_id, parse_generate, parse_json, usage
+from modelmgr.serve.protocol import ApiError, GenerateRequest, chunk_object, client_closed, completion_object, new_id, parse_generate, parse_json, usage
 from modelmgr.serve.scheduler import Scheduler
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -109,18 +110,27 @@ class Server:
 
     async def _generate(self, request: Request, *, chat: bool) -> Response:
         parsed = parse_generate(await self.read_json(request), chat=chat, max_tokens_cap=self.settings.max_tokens_cap)
-        lease = await self.scheduler.acquire(parsed.model, keep_alive=parsed.keep_alive)
+        # The body is read: what comes next from the client is its disconnect. A request that
+        # leaves while queued gives up its place; one that leaves mid-reply cancels its generation.
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            generation = await generate.start(lease, parsed)
-        except BaseException:
-            lease.release()
-            raise
-        outcome = generate.Outcome()
-        text = generate.pieces(lease, generation, parsed, outcome)
-        if parsed.stream:
-            return StreamingResponse(self._events(text, parsed, outcome, chat=chat), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        reply = "".join([piece async for piece in text])
+            lease = await self.scheduler.acquire(parsed.model, keep_alive=parsed.keep_alive, gone=gone)
+            try:
+                generation, parsed = await generate.start(lease, parsed)
+            except BaseException:
+                lease.release()
+                raise
+            outcome = generate.Outcome()
+            text = generate.pieces(lease, generation, parsed, outcome)
+            if parsed.stream:
+                # From here the response watches the connection itself (and closes ``text``): the
+                # watcher must be gone before it starts reading the client's messages.
+                await _stop(gone)
+                return StreamingResponse(self._events(text, parsed, outcome, chat=chat), media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            reply = await _unless_gone(_join(text), gone)
+        finally:
+            await _stop(gone)
         if parsed.echo:
             reply = (parsed.prompt or "") + reply
         return JSONResponse(completion_object(chat=chat, id=new_id(chat), model=parsed.model, text=reply, finish=outcome.finish_reason,
@@ -148,6 +158,37 @@ class Server:
         if parsed.include_usage:
             yield event(usage_counts=usage(outcome.prompt_tokens, outcome.completion_tokens))
         yield "data: [DONE]\n\n"
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (once the body is read, the next message is that)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _stop(task: asyncio.Future) -> None:
+    task.cancel()
+    await asyncio.wait({task})  # never raises, not even the task's CancelledError
+
+
+async def _join(text) -> str:
+    return "".join([piece async for piece in text])
+
+
+async def _unless_gone(work, gone: asyncio.Future):
+    """``work``'s result, or 499 once the client has gone: ``work`` is cancelled then, which
+    cancels the generation and frees its slot."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            await _stop(task)
+    if task.cancelled():
+        raise client_closed()
+    return task.result()
 
 
 def create_app(config: "Config", settings: "ServeSettings") -> Starlette:

@@ -31,16 +31,19 @@ class Client:
         host = self.address.client_url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
         return http.client.HTTPConnection(host, self.address.port, timeout=timeout)
 
-    def _headers(self) -> dict[str, str]:
+    def _headers(self, *, key: bool = True) -> dict[str, str]:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
+        if key and self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
 
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float | None = None,
+                key: bool = True) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """``key=False`` sends no API key: for /health, which needs none, and which may be asked
+        of whatever listens at MODELMGR_HOST before anything says it is our server."""
         connection = self._connect(self.timeout if timeout is None else timeout)
         try:
-            connection.request(method, path, body=None if body is None else json.dumps(body), headers=self._headers())
+            connection.request(method, path, body=None if body is None else json.dumps(body), headers=self._headers(key=key))
             return connection, connection.getresponse()
         except OSError:
             connection.close()
@@ -56,6 +59,8 @@ class Client:
             data = _read_json(response)
         finally:
             connection.close()
+        if response.status == 401:
+            raise ServerError(_refused(self))
         if response.status >= 400:
             raise ServerError(f"the server at {self.address.client_url} answered {response.status}: {_message(data)}")
         return data
@@ -63,7 +68,7 @@ class Client:
     def is_up(self) -> bool:
         """Whether a modelmgr server answers at the address, asked with a short timeout."""
         try:
-            connection, response = self.request("GET", "/health", timeout=PROBE_TIMEOUT)
+            connection, response = self.request("GET", "/health", timeout=PROBE_TIMEOUT, key=False)
         except OSError:
             return False
         try:
@@ -87,6 +92,14 @@ def _read_json(response: http.client.HTTPResponse) -> Any:
         return json.loads(raw) if raw else {}
     except ValueError:
         raise ServerError(f"the server sent something that is not JSON (HTTP {response.status}): is it a modelmgr server?") from None
+
+
+def _refused(client: Client, *, run: bool = False) -> str:
+    """A 401: the key this side sends (MODELMGR_API_KEY, or serve.api_key) is missing or not the server's."""
+    why = "is not the key it was started with" if client.api_key else "is not set"
+    also = ", or rerun with --no-server to load the model in this process" if run else ""
+    return (f"the server at {client.address.client_url} wants an API key and MODELMGR_API_KEY (or serve.api_key) {why}: "
+            f"set MODELMGR_API_KEY to the server's key{also}.")
 
 
 def _message(data: Any) -> str:
@@ -114,6 +127,8 @@ class RemoteGeneration(Generation):
         except OSError as exc:
             raise ServerError(f"lost the server at {self._client.address.client_url}: {exc.strerror or exc}. Rerun with --no-server.") from None
         try:
+            if response.status == 401:
+                raise ServerError(_refused(self._client, run=True))
             if response.status >= 400:
                 raise ServerError(_message(_read_json(response)))
             for line in response:

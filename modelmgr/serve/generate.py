@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, AsyncIterator
 
 from modelmgr.errors import BackendError
-from modelmgr.serve.protocol import ApiError, GenerateRequest
+from modelmgr.serve.protocol import ApiError, GenerateRequest, context_exceeded
 from modelmgr.serve.stops import StopScanner
 
 if TYPE_CHECKING:  # pragma: no cover
     from modelmgr.run.api import Generation
-    from modelmgr.serve.scheduler import Lease
+    from modelmgr.serve.scheduler import Lease, Runner
 
 _END = object()
 
@@ -36,20 +36,53 @@ def _settings(request: GenerateRequest):
     return GenerationSettings(max_new_tokens=request.max_tokens, temperature=request.temperature, top_p=request.top_p, seed=request.seed)
 
 
-async def start(lease: "Lease", request: GenerateRequest) -> "Generation":
-    """Ask the backend for the generation (tokenizing and templating happen here, on a thread)."""
-    runner = lease.runner
-    settings = _settings(request)
+def context_limit(runner: "Runner") -> int | None:
+    """Tokens a prompt plus its reply may take on a transformers model: the loaded model's
+    positions, else what its config.json said. None for other backends (llama.cpp checks its own
+    n_ctx; a plugin's model may have no such limit)."""
+    from modelmgr.run.modelinfo import _CONTEXT_KEYS  # the keys config.json names a context by
 
-    def create() -> "Generation":
+    model = runner.loaded.model
+    if type(model).__module__.split(".")[0] not in ("transformers", "transformers_modules"):
+        return None
+    config = getattr(model, "config", None)
+    for key in _CONTEXT_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return runner.plan.info.context_length or None
+
+
+async def start(lease: "Lease", request: GenerateRequest) -> "tuple[Generation, GenerateRequest]":
+    """Ask the backend for the generation (tokenizing and templating happen here, on a thread).
+
+    On a model with a known context, a prompt that fills it is refused (400,
+    context_length_exceeded) and max_tokens is cut so prompt + reply fit: the returned request
+    has the max_tokens the generation runs with.
+    """
+    runner = lease.runner
+
+    def create(request: GenerateRequest) -> "Generation":
+        settings = _settings(request)
         if request.messages is not None:
             return runner.backend.generate(runner.loaded, request.messages, settings)
         return runner.backend.generate_text(runner.loaded, request.prompt or "", settings)
 
     try:
-        return await asyncio.to_thread(create)
+        generation = await asyncio.to_thread(create, request)
+        limit = context_limit(runner)
+        if limit is not None:
+            room = limit - generation.prompt_tokens
+            if room < 1 or request.max_tokens > room:
+                generation.cancel()  # never iterated: nothing runs yet
+            if room < 1:
+                raise context_exceeded(limit, generation.prompt_tokens, chat=request.messages is not None)
+            if request.max_tokens > room:
+                request = replace(request, max_tokens=room)
+                generation = await asyncio.to_thread(create, request)
     except BackendError as exc:  # the chat template refused the conversation, say
         raise ApiError(400, str(exc)) from None
+    return generation, request
 
 
 async def pieces(lease: "Lease", generation: "Generation", request: GenerateRequest, outcome: Outcome) -> AsyncIterator[str]:

@@ -30,6 +30,18 @@ def bad(message: str, param: str | None = None) -> ApiError:
     return ApiError(400, message, param=param)
 
 
+def client_closed() -> ApiError:
+    """The client left before its reply (nginx's 499): nobody reads this answer."""
+    return ApiError(499, "the client closed the connection before its reply.", code="client_closed_request")
+
+
+def context_exceeded(limit: int, prompt_tokens: int, *, chat: bool) -> ApiError:
+    what = "messages" if chat else "prompt"
+    return ApiError(400, f"This model's maximum context length is {limit} tokens. However, your {what} resulted in {prompt_tokens} tokens, "
+                         f"which leaves no room for a reply. Please reduce the length of the {what}.",
+                    code="context_length_exceeded", param=what)
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """A chat or text completion request, checked."""
@@ -44,7 +56,7 @@ class GenerateRequest:
     stop: tuple[str, ...]
     stream: bool
     include_usage: bool
-    keep_alive: Any = None  # ollama's extension: a duration for this model from now on
+    keep_alive: Any = None  # ollama's extension: how long the model stays loaded after this request (None: the server's default)
     echo: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from modelmgr.errors import BackendError, InvalidReference, ModelmgrError, NotCached, UnsafeModel
-from modelmgr.serve.protocol import ApiError
+from modelmgr.serve.protocol import ApiError, client_closed
 from modelmgr.serve.settings import ServeSettings, parse_duration
 from modelmgr.units import format_size
 
@@ -49,6 +49,7 @@ class Runner:
     active: int = 0  # generating or waiting
     running: int = 0  # generating
     expires_at: float | None = None  # monotonic; set while idle
+    stopping: bool = False  # asked to unload once its requests end
 
     @property
     def backend(self) -> "Backend":
@@ -92,19 +93,24 @@ class Scheduler:
 
     # --- requests ---------------------------------------------------------------------------
 
-    async def acquire(self, name: str, *, keep_alive: Any = None) -> Lease:
-        """A slot on the model ``name``, loading it first if needed. Raises ApiError."""
+    async def acquire(self, name: str, *, keep_alive: Any = None, gone: "asyncio.Future | None" = None) -> Lease:
+        """A slot on the model ``name``, loading it first if needed. Raises ApiError.
+
+        ``keep_alive``: how long the model stays loaded after this request, as ollama's: each
+        request sets it, and one that names none gets the server's (--keep-alive).
+        ``gone``: done when the client has left; a request still queued then gives up its place.
+        """
         override = self._keep_alive(keep_alive)
         runner = await self._runner(name)
-        if override is not _UNSET:
-            runner.keep_alive = override
         if runner.waiting >= self.settings.max_queue:
             raise ApiError(429, f"{name} has {runner.waiting} requests waiting, the most this server queues (serve.max_queue): retry shortly.",
                            type="rate_limit_error", code="queue_full", headers={"Retry-After": "1"})
+        if not runner.stopping:  # `modelmgr stop` on a busy model: it unloads when its requests end
+            runner.keep_alive = self.settings.keep_alive if override is _UNSET else override
         runner.active += 1
         runner.expires_at = None
         try:
-            await runner.slots.acquire()
+            await _take_slot(runner, gone)
         except BaseException:  # the client left while waiting
             runner.active -= 1
             self._mark_idle(runner)
@@ -185,6 +191,7 @@ class Scheduler:
         return plan_load(
             name, config=self.config, trust_remote_code=self.settings.trust_remote_code,
             allow_pickle=self.settings.allow_pickle, max_memory=self.settings.max_memory, max_batch=self.settings.parallel,
+            alias_may_trust=False,  # only `serve --trust-remote-code` lets requests run a repo's code
         )
 
     async def _load(self, name: str, key: str) -> Runner:
@@ -192,7 +199,10 @@ class Scheduler:
             try:
                 plan = await asyncio.to_thread(self._plan, name)
             except UnsafeModel as exc:
-                raise ApiError(403, f"{exc} (for the server: start it with --trust-remote-code or --allow-pickle)",
+                alias = self.config.models.get(name)
+                ignored = (f"; trust_remote_code in [models.{name}] does not apply to the server"
+                           if alias is not None and alias.trust_remote_code and not self.settings.trust_remote_code else "")
+                raise ApiError(403, f"{exc} (for the server: start it with --trust-remote-code or --allow-pickle{ignored})",
                                type="permission_error", code="unsafe_model", param="model") from None
             except NotCached as exc:
                 raise _not_found(name, str(exc)) from None
@@ -253,7 +263,7 @@ class Scheduler:
         if runner is None:
             raise ApiError(404, f"{name} is not loaded. `modelmgr ps` lists what is.", code="model_not_loaded", param="model")
         if runner.active:
-            runner.keep_alive = 0.0
+            runner.keep_alive, runner.stopping = 0.0, True
             return "stopping"
         await self.unload(runner, why="stopped")
         return "unloaded"
@@ -287,6 +297,33 @@ class Scheduler:
 
 
 _UNSET = object()
+
+
+async def _take_slot(runner: Runner, gone: "asyncio.Future | None") -> None:
+    """Wait for a slot on ``runner``; raise client_closed() if ``gone`` is done first."""
+    if gone is None or not runner.slots.locked():
+        if gone is not None and gone.done():
+            raise client_closed()
+        await runner.slots.acquire()
+        return
+    waiter = asyncio.ensure_future(runner.slots.acquire())
+
+    def give_back(task: asyncio.Future) -> None:  # a slot taken just as the client left goes to the next
+        if not task.cancelled() and task.exception() is None:
+            runner.slots.release()
+
+    try:
+        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        waiter.add_done_callback(give_back)
+        waiter.cancel()
+        raise
+    if not waiter.done():
+        waiter.add_done_callback(give_back)
+        waiter.cancel()
+        raise client_closed()
+
+
 _free_lock = threading.Lock()
 
 
