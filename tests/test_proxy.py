@@ -1,6 +1,7 @@
 """Pulls through a real forward proxy on loopback, as behind a corporate proxy-only network."""
 from __future__ import annotations
 
+import base64
 import os
 from pathlib import Path
 
@@ -68,7 +69,9 @@ def test_all_proxy_is_the_fallback_for_both_schemes(capsys, monkeypatch, hub_fac
     assert any(e.target.startswith(hub.url) for e in proxy.log)
 
 
-def test_a_token_never_reaches_the_proxy_or_the_cdn(capsys, monkeypatch, hub_factory, proxy, repo_dir):
+def test_a_token_is_never_sent_over_plain_http_through_a_proxy(capsys, monkeypatch, hub_factory, proxy, repo_dir):
+    # A CONNECT tunnel to a plain-http server carries the request as it is: the proxy could read
+    # the token there as well as in an absolute-URI request. The pull refuses before any byte leaves.
     hub = hub_factory()
     hub.add_repo(REPO, repo_dir)
     hub.require_token(TOKEN, [REPO])
@@ -76,11 +79,48 @@ def test_a_token_never_reaches_the_proxy_or_the_cdn(capsys, monkeypatch, hub_fac
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     write_config(f'[[hub.endpoints]]\nurl = "{hub.url}"\nsend_token = true\n')
     outcome = cli(capsys, "pull", REPO)
+    assert TOKEN.encode() not in proxy.received + proxy.tunnelled, "the proxy read the token"
+    assert not proxy.tunnelled
+    assert outcome.code == 1
+    lines = outcome.err.strip().splitlines()
+    assert len(lines) == 1, outcome.err
+    assert f"{hub.url} is plain http behind proxy {proxy.url.split('//')[1]} (from HTTP_PROXY)" in lines[0]
+    assert "your token in clear text, so it was not sent: use the endpoint's https:// URL" in lines[0]
+    assert all("authorization" not in r.headers for r in hub.requests)
+    assert TOKEN not in outcome.out + outcome.err
+
+    # Reached directly (NO_PROXY), the token goes to the endpoint and never through the proxy.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    direct = cli(capsys, "pull", REPO)
+    assert direct.code == 0, direct.err
+    assert_pulled(repo_dir)
+    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {TOKEN}"}
+    assert TOKEN.encode() not in proxy.received
+
+
+def test_a_password_in_a_plain_http_endpoint_url_is_never_sent_through_a_proxy(capsys, monkeypatch, hub_factory, proxy, repo_dir):
+    hub = hub_factory()
+    hub.add_repo(REPO, repo_dir)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    with_password = hub.url.replace("http://", "http://mirror-user:mirror-pw@")
+    outcome = cli(capsys, "pull", REPO, "--endpoint", with_password)
+    basic = base64.b64encode(b"mirror-user:mirror-pw")
+    assert basic not in proxy.received + proxy.tunnelled, "the proxy read the password"
+    assert outcome.code == 1
+    assert "is plain http behind proxy" in outcome.err and "the password in its URL" in outcome.err
+    assert "mirror-pw" not in outcome.out + outcome.err
+
+
+def test_without_a_credential_plain_http_still_goes_through_the_proxy(capsys, monkeypatch, hub_factory, proxy, repo_dir):
+    hub = hub_factory()
+    hub.add_repo(REPO, repo_dir)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # not for this endpoint: send_token is off
+    monkeypatch.setenv("HTTP_PROXY", proxy.url)
+    outcome = cli(capsys, "pull", REPO, "--endpoint", hub.url)
     assert outcome.code == 0, outcome.err
     assert_pulled(repo_dir)
-    # Requests carrying the token were tunnelled, so the proxy saw only where they went.
-    assert f"127.0.0.1:{hub.url.rsplit(':', 1)[1]}" in [e.target for e in proxy.log if e.method == "CONNECT"]
-    assert {r.headers.get("authorization") for r in hub.requests} == {f"Bearer {TOKEN}"}
+    assert {e.method for e in proxy.log} == {"GET"}
+    assert TOKEN.encode() not in proxy.received
     no_credential_seen(proxy, hub)
 
 
@@ -107,6 +147,8 @@ def test_an_https_endpoint_reachable_only_through_a_connect_tunnel(capsys, monke
     assert {e.method for e in proxy.log} == {"CONNECT"}
     no_credential_seen(proxy, hub)
     assert TOKEN not in outcome.out + outcome.err
+    # The token crossed the proxy only inside TLS: its bytes never appear in what the proxy relayed.
+    assert len(proxy.tunnelled) > 300_000 and TOKEN.encode() not in proxy.received
 
 
 def test_no_proxy_exempts_a_host(capsys, monkeypatch, hub_factory, repo_dir):
@@ -187,3 +229,60 @@ def test_the_config_proxy_key_routes_a_pull_and_its_no_proxy_exempts(capsys, mon
     assert cli(capsys, "rm", REPO, "-y", "-q").code == 0
     assert cli(capsys, "pull", REPO, "--endpoint", hub.url).code == 0
     assert len(proxy.log) == seen
+
+
+@pytest.mark.parametrize("password", ["1234/5x", "p#ss", "se/cret", "pa?ss", "p@ss", "a:b"])
+def test_a_proxy_password_that_is_not_percent_encoded_ends_at_the_last_at_sign(password):
+    from modelmgr.fetch.proxy import ProxySettings
+
+    proxy = ProxySettings(environ={"HTTPS_PROXY": f"http://bob:{password}@proxy.corp:3128"}).for_url("https://x.test/")
+    assert (proxy.host, proxy.port, proxy.auth) == ("proxy.corp", 3128, ("bob", password))
+    assert proxy.display == "http://bob:***@proxy.corp:3128"
+    encoded = ProxySettings(environ={"HTTPS_PROXY": "http://bob:se%2Fcret@proxy.corp:3128"}).for_url("https://x.test/")
+    assert encoded.auth == ("bob", "se/cret")
+
+
+@pytest.mark.parametrize("password", ["1234/5x", "p#ss", "se/cret", "pa?ss"])
+def test_a_bad_proxy_url_is_refused_without_its_password(capsys, monkeypatch, password):
+    monkeypatch.setenv("HTTPS_PROXY", f"http://bob:{password}@proxy.corp:99999")  # the port is out of range
+    for args in (("config", "show"), ("search", "x", "--endpoint", "https://hub.invalid")):
+        outcome = cli(capsys, *args)
+        assert outcome.code != 0
+        assert password not in outcome.out + outcome.err
+        assert "HTTPS_PROXY is not a proxy URL ('http://bob:***@proxy.corp:99999')" in outcome.err
+
+
+def test_an_unencoded_proxy_password_authenticates_and_is_never_printed(capsys, monkeypatch, hub_factory, repo_dir):
+    hub = hub_factory()
+    hub.add_repo(REPO, repo_dir)
+    password = "se/cr#t?1@x"
+    with ForwardProxy(auth=("alice", password)) as guarded:
+        monkeypatch.setenv("HTTP_PROXY", f"http://alice:{password}@{guarded.url.split('//', 1)[1]}")
+        outcome = cli(capsys, "--debug", "pull", REPO, "--endpoint", hub.url)
+        assert outcome.code == 0, outcome.err
+        assert_pulled(repo_dir)
+        shown = cli(capsys, "config", "show")
+        assert f"alice:***@{guarded.url.split('//', 1)[1]}" in shown.out
+        for text in (outcome.out, outcome.err, shown.out, shown.err):
+            assert password not in text and "se/cr" not in text
+        assert any(e.status == 200 and "proxy-authorization" in e.headers for e in guarded.log)
+
+
+@pytest.mark.parametrize(("url", "clean", "auth", "shown"), [
+    ("http://u:1234/5x@mirror.test/hf", "http://mirror.test/hf", ("u", "1234/5x"), "http://u:***@mirror.test/hf"),
+    ("https://u:p#ss@mirror.test", "https://mirror.test", ("u", "p#ss"), "https://u:***@mirror.test"),
+    ("https://u:pa?ss@mirror.test:8443/", "https://mirror.test:8443", ("u", "pa?ss"), "https://u:***@mirror.test:8443"),
+    ("https://u:p%40ss@mirror.test", "https://mirror.test", ("u", "p@ss"), "https://u:***@mirror.test"),
+    ("https://mirror.test/hf", "https://mirror.test/hf", None, "https://mirror.test/hf"),
+])
+def test_an_endpoint_url_reads_its_password_as_a_proxy_url_does(url, clean, auth, shown):
+    from modelmgr.project.endpoints import redact_url, split_credentials
+
+    assert split_credentials(url) == (clean, auth)
+    assert redact_url(url.rstrip("/")) == shown
+
+
+def test_an_endpoint_error_never_shows_an_unencoded_password(capsys):
+    outcome = cli(capsys, "pull", REPO, "--endpoint", "http://u:pa?ss@mirror.test:99999")
+    assert outcome.code != 0 and "pa?ss" not in outcome.out + outcome.err
+    assert "'http://u:***@mirror.test:99999'" in outcome.err

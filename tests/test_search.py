@@ -47,3 +47,29 @@ def test_search_falls_back_to_the_next_endpoint(capsys, hub):
     outcome = cli(capsys, "search", "bert", "--endpoint", dead, "--endpoint", hub.url)
     assert outcome.code == 0, outcome.err
     assert "org/bert" in outcome.out and "refused" in outcome.err
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                                  b"<html>portal</html>", b"{not json"])
+def test_a_hostile_search_answer_falls_back_to_the_next_endpoint(capsys, hub, hub_factory, body):
+    from modelmgr.testing.faults import Status
+
+    hostile = hub_factory()
+    hostile.add_fault(Status(200, {"Content-Type": "application/json"}, body), path="/api/models*", times=None)
+    outcome = cli(capsys, "search", "bert", "--endpoint", hostile.url, "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+    assert "org/bert" in outcome.out
+    assert f"{hostile.url}: answered with" in outcome.err and "trying the next endpoint" in outcome.err
+    assert "RecursionError" not in outcome.err and "unexpected" not in outcome.err
+    assert [r.path for r in hostile.requests].count("/api/models") == 1  # an answer that will not change: no retry
+
+
+def test_a_hostile_search_answer_from_the_only_endpoint_is_one_line(capsys, hub_factory):
+    from modelmgr.testing.faults import Status
+
+    hostile = hub_factory()
+    hostile.add_fault(Status(200, {"Content-Type": "application/json"}, b"[" * 100_000), path="/api/models*", times=None)
+    outcome = cli(capsys, "search", "bert", "--endpoint", hostile.url)
+    assert outcome.code == 1
+    lines = outcome.err.strip().splitlines()
+    assert len(lines) == 1 and "answered with malformed JSON" in lines[0], outcome.err

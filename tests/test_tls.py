@@ -72,3 +72,30 @@ def test_a_ca_setting_naming_a_missing_file_says_so(capsys, monkeypatch, https_h
     assert outcome.code == 1
     assert outcome.err.strip() == f"Error: REQUESTS_CA_BUNDLE names {tmp_path / 'nope.pem'}, which does not exist: " \
                                   "point it at a PEM file of CA certificates, or unset it."
+
+
+@pytest.mark.parametrize("setting", ["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "[hub] ca_bundle"])
+@pytest.mark.parametrize("content", [b"not a certificate\n", b"", b"0\x82\x01\x0a\x02\x01"])
+def test_a_ca_setting_naming_a_file_that_is_not_pem_is_one_line_naming_both(capsys, monkeypatch, https_hub, tmp_path, setting, content):
+    bad = tmp_path / "bad.pem"
+    bad.write_bytes(content)
+    if setting.startswith("["):
+        Path(os.environ["MODELMGR_CONFIG"]).write_text(f'[hub]\nca_bundle = "{bad}"\n')
+    else:
+        monkeypatch.setenv(setting, str(bad))
+    outcome = cli(capsys, "pull", REPO, "--endpoint", https_hub.url)
+    assert outcome.code == 1
+    assert outcome.err.strip() == (f"Error: {setting} names {bad}, which holds no PEM CA certificate: point it at a PEM "
+                                   "file of CA certificates (text with -----BEGIN CERTIFICATE----- blocks), or unset it.")
+    assert not pulled()
+
+
+def test_a_ca_file_that_cannot_be_read_says_so(capsys, monkeypatch, https_hub, ca, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    pem = ca.write_pem(tmp_path / "ca.pem")
+    pem.chmod(0)
+    monkeypatch.setenv("SSL_CERT_FILE", str(pem))
+    outcome = cli(capsys, "pull", REPO, "--endpoint", https_hub.url)
+    assert outcome.code == 1
+    assert outcome.err.strip() == f"Error: SSL_CERT_FILE names {pem}, which cannot be read (permission denied): make it readable, or unset it."

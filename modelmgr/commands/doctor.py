@@ -61,7 +61,7 @@ def doctor(as_json, offline, endpoints):
     else:
         out("token: not set (public models only; set HF_TOKEN or run `hf auth login` for gated and private ones)")
     for problem in report.problems:
-        click.echo(f"Problem: {problem}.", err=True)
+        click.echo(f"Problem: {problem.rstrip('.')}.", err=True)  # messages that end with a full stop keep one
     if not report.ok:
         sys.exit(1)
     out("Everything needed works.")

@@ -18,7 +18,7 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from modelmgr.errors import ConfigError
-from modelmgr.project.endpoints import redact_url
+from modelmgr.project.endpoints import redact_url, split_userinfo
 
 
 @dataclass(frozen=True)
@@ -41,22 +41,30 @@ class Proxy:
 
 
 def parse_proxy(url: str, source: str) -> Proxy:
+    """The proxy a URL names. The user and password end at the last '@', as curl reads them, so
+    a password pasted without percent-encoding (``p#ss``, ``se/cret``, ``1234/5x``) is still the
+    password, never taken for the host or shown in a message."""
     text = url.strip()
     if "://" not in text:
         text = f"http://{text}"  # curl's reading of "proxy.example:3128"
+    prefix, userinfo, hostpart = split_userinfo(text)
+    shown = redact_url(text)
     try:
-        parts = urlsplit(text)
+        parts = urlsplit(prefix + hostpart)
         port = parts.port
     except ValueError:
-        raise ConfigError(f"{source} is not a proxy URL ({redact_url(text)!r}): use http://host:port.") from None
-    if parts.scheme.lower() != "http" or not parts.hostname:
+        raise ConfigError(f"{source} is not a proxy URL ({shown!r}): use http://[user:password@]host:port.") from None
+    if not parts.hostname:
+        raise ConfigError(f"{source} is not a proxy URL ({shown!r}): it has no host; use http://[user:password@]host:port.")
+    if parts.scheme.lower() != "http":
         # An https:// proxy (TLS to the proxy itself) and SOCKS need more than http.client offers.
-        raise ConfigError(f"{source} = {redact_url(text)!r} is not supported: use an http://host:port proxy "
+        raise ConfigError(f"{source} = {shown!r} is not supported: use an http://host:port proxy "
                           "(HTTPS still goes through it encrypted, in a CONNECT tunnel).")
     auth = None
-    if parts.username is not None:
-        auth = (unquote(parts.username), unquote(parts.password or ""))
-    return Proxy(parts.hostname.lower(), port or 80, source, redact_url(text), auth)
+    if userinfo is not None:
+        user, _, password = userinfo.partition(":")
+        auth = (unquote(user), unquote(password))
+    return Proxy(parts.hostname.lower(), port or 80, source, shown, auth)
 
 
 def _env(environ: Mapping[str, str], name: str) -> tuple[str, str] | None:

@@ -2,12 +2,11 @@
 proxies and fallback, as every other Hub request goes."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlencode
 
-from modelmgr.fetch.hub import HubClient
+from modelmgr.fetch.hub import HubClient, _read_json
 from modelmgr.fetch.transport import EndpointFailure
 from modelmgr.project.config import Config, Endpoint
 
@@ -51,13 +50,12 @@ def search_models(
         if response.status == 429 or response.status >= 500:
             response.close()
             raise EndpointFailure(f"HTTP {response.status}")
-        body = response.read(limit=16 * 1024 * 1024)
         if response.status != 200:
+            response.close()
             raise EndpointFailure(f"HTTP {response.status} to a search (a mirror without the search API?)")
-        try:
-            entries = json.loads(body)
-        except ValueError:
-            raise EndpointFailure("answered a search with malformed JSON") from None
+        # As every other metadata answer is read: an HTML page, malformed or too deeply nested
+        # JSON (a RecursionError in json.loads) moves on to the next endpoint at once.
+        entries = _read_json(response, endpoint)
         if not isinstance(entries, list):
             raise EndpointFailure("answered a search with something that is not a list")
         return [hit for entry in entries[:limit] if (hit := _hit(entry)) is not None]

@@ -303,9 +303,17 @@ class Transport:
         if authorization:
             send_headers["Authorization"] = authorization
         proxy = self.proxies.for_url(url)
-        # HTTPS always tunnels. Plain HTTP goes as an absolute URI, which the proxy reads whole:
-        # a request carrying a credential is tunnelled instead, so the proxy never sees it.
-        route = "direct" if proxy is None else ("tunnel" if scheme == "https" or authorization else "forward")
+        if proxy is not None and scheme != "https" and authorization:
+            # Plain HTTP through a proxy is read by the proxy, whether sent as an absolute URI or
+            # inside a CONNECT tunnel (a tunnel to a plain-http server carries the request as it
+            # is): a credential must not go that way. Refused before any byte leaves.
+            what = "your token" if authorization.startswith("Bearer ") else "the password in its URL"
+            raise EndpointFailure(
+                f"{endpoint.name} is plain http behind proxy {proxy.netloc} (from {proxy.source}), which would read "
+                f"{what} in clear text, so it was not sent: use the endpoint's https:// URL, or exempt {host} in NO_PROXY",
+                transient=False)
+        # HTTPS always tunnels (TLS runs inside it, end to end); plain HTTP goes as an absolute URI.
+        route = "direct" if proxy is None else ("tunnel" if scheme == "https" else "forward")
         if route == "forward":
             target = f"{scheme}://{parts.netloc.rpartition('@')[2]}{target}"  # never a userinfo
             send_headers.update(proxy.headers())  # type: ignore[union-attr]
@@ -400,5 +408,16 @@ def _describe(exc: BaseException, netloc: str, timeout: float, *, proxy: Proxy |
 
 def _safe_url(url: str) -> str:
     """URLs are logged without query strings (signed CDN URLs carry credentials there) and
-    without a password in the host part (a redirect may carry one)."""
-    return redact_url(url.split("?", 1)[0])
+    without a password in the host part (a redirect may carry one).
+
+    These are URLs as requests go to them, read as ``urlsplit`` reads them (a server's path may
+    hold an '@', a file name such as ``icon@2x.png``): the userinfo is in the netloc or nowhere."""
+    url = url.split("?", 1)[0].split("#", 1)[0]
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return "<unparseable URL>"
+    if "@" not in netloc:
+        return url
+    start = url.index(netloc)
+    return url[:start] + redact_url(f"//{netloc}")[2:] + url[start + len(netloc):]

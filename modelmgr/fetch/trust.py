@@ -46,9 +46,17 @@ def ssl_context(ca_bundle: str | None, environ: Mapping[str, str] | None = None)
     path = os.path.expanduser(location)
     if not os.path.exists(path):
         raise ConfigError(f"{source} names {location}, which does not exist: point it at a PEM file of CA certificates, or unset it.")
-    context = ssl.create_default_context(cafile=None if os.path.isdir(path) else path,
-                                         capath=path if os.path.isdir(path) else None)
-    return context
+    folder = os.path.isdir(path)
+    try:
+        return ssl.create_default_context(cafile=None if folder else path, capath=path if folder else None)
+    except PermissionError:
+        raise ConfigError(f"{source} names {location}, which cannot be read (permission denied): "
+                          "make it readable, or unset it.") from None
+    except (ssl.SSLError, OSError, ValueError):
+        # OpenSSL's words ("[X509: NO_CERTIFICATE_OR_CRL_FOUND] ...") name neither the setting
+        # nor the file: say both, and what the file must hold.
+        raise ConfigError(f"{source} names {location}, which holds no PEM CA certificate: point it at a PEM file "
+                          "of CA certificates (text with -----BEGIN CERTIFICATE----- blocks), or unset it.") from None
 
 
 def _needs_truststore() -> bool:

@@ -28,18 +28,32 @@ class Endpoint:
         return self.url.split("://", 1)[-1].split("/", 1)[0].lower()
 
 
+def split_userinfo(url: str) -> tuple[str, str | None, str]:
+    """``scheme://user:pass@host...`` -> ("scheme://", "user:pass", "host..."), the userinfo ending
+    at the last '@' as curl reads a URL a user wrote.
+
+    A password is often pasted without percent-encoding; ``urlsplit`` would end the host at its
+    first '/', '?' or '#' (``http://bob:1234/5x@proxy:3128`` becomes host ``bob``, port 1234) and
+    take the password for a path, a query or a fragment. The last '@' is where a host can begin.
+    """
+    prefix, sep, rest = url.partition("://")
+    if not sep:
+        prefix, rest = "", url
+    else:
+        prefix += sep
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        return prefix, None, rest
+    return prefix, userinfo, hostpart
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ***, for every message, log and listing."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if "@" not in parts.netloc:
+    prefix, userinfo, hostpart = split_userinfo(url)
+    if userinfo is None:
         return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit((parts.scheme, f"{user}:***@{hostport}" if ":" in userinfo else f"{user}@{hostport}",
-                       parts.path, parts.query, parts.fragment))
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}:***@{hostpart}" if colon else f"{prefix}{user}@{hostpart}"
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -47,8 +61,10 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"invalid endpoint {redact_url(url)!r}: it must start with http:// or https://.")
+    prefix, userinfo, hostpart = split_userinfo(url)
+    clean = prefix + hostpart
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(clean)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise ConfigError(f"invalid endpoint {redact_url(url)!r}: the host or port is malformed.") from None
@@ -56,12 +72,10 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
         raise ConfigError(f"invalid endpoint {redact_url(url)!r}: it has no host name.")
     if parts.query or parts.fragment:
         raise ConfigError(f"invalid endpoint {redact_url(url)!r}: drop the query string or fragment.")
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if userinfo is None:
+        return clean, None
     user, _, password = userinfo.partition(":")
-    clean = urlunsplit((parts.scheme, hostport, parts.path, "", ""))
-    return clean, (unquote(user), unquote(password))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")), (unquote(user), unquote(password))
 
 
 def make_endpoint(url: str, *, name: str | None, timeout: float, send_token: bool, source: str) -> Endpoint:

@@ -102,11 +102,18 @@ def probe_endpoints(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
     from modelmgr.fetch.transport import EndpointFailure, Transport
 
     rows: list[dict[str, Any]] = []
-    transport = Transport.for_config(config)
+    try:
+        transport: Transport | None = Transport.for_config(config)
+        unusable = None
+    except ModelmgrError as exc:  # a proxy URL that cannot work: network() reports it with its fix
+        transport, unusable = None, str(exc).rstrip(".")
     for endpoint in config.endpoints:
         row: dict[str, Any] = {"name": endpoint.name, "url": endpoint.url, "send_token": endpoint.send_token}
         if config.offline:
             rows.append({**row, "reachable": None, "skipped": "offline"})
+            continue
+        if transport is None:
+            rows.append({**row, "reachable": False, "error": unusable})
             continue
         began = time.monotonic()
         try:
@@ -115,8 +122,8 @@ def probe_endpoints(config: Config) -> tuple[list[dict[str, Any]], list[str]]:
             row.update(reachable=True, status=response.status, latency_ms=round((time.monotonic() - began) * 1000, 1))
         except EndpointFailure as failure:
             row.update(reachable=False, error=failure.reason)
-        except ModelmgrError as exc:  # a CA setting naming a missing file, a bad proxy URL
-            row.update(reachable=False, error=str(exc))
+        except ModelmgrError as exc:  # a CA setting naming a missing or non-PEM file
+            row.update(reachable=False, error=str(exc).rstrip("."))
         rows.append(row)
     problems = []
     if rows and not config.offline and not any(row.get("reachable") for row in rows):

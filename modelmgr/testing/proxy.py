@@ -1,10 +1,12 @@
 """A real forward proxy on loopback: absolute-URI requests for plain HTTP, CONNECT tunnels for HTTPS.
 
 Tests route modelmgr through it with HTTP_PROXY / HTTPS_PROXY / ALL_PROXY and read its `log` to
-see what a proxy sees: each request's method, target and headers (a tunnel's content stays
-hidden from it, as on a real network). `resolve` maps host names only the proxy knows to
-addresses, so an endpoint can be reachable through the proxy only; `auth` makes it demand
-Proxy-Authorization (407 otherwise).
+see what a proxy sees: each request's method, target and headers. `received` is every byte
+clients sent it and `tunnelled` every byte it relayed inside CONNECT tunnels, both ways: what a
+real proxy could read, so a test can prove a credential never crossed it (inside a tunnel to an
+https server that is TLS; to a plain-http server it is the request in clear text). `resolve`
+maps host names only the proxy knows to addresses, so an endpoint can be reachable through the
+proxy only; `auth` makes it demand Proxy-Authorization (407 otherwise).
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ class ForwardProxy:
         self.resolve = dict(resolve or {})
         self.auth = auth
         self._log: list[ProxyRequest] = []
+        self._received = bytearray()
+        self._tunnelled = bytearray()
         self._lock = threading.Lock()
         self._server: socketserver.ThreadingTCPServer | None = None
         self._thread: threading.Thread | None = None
@@ -40,6 +44,23 @@ class ForwardProxy:
     def log(self) -> list[ProxyRequest]:
         with self._lock:
             return list(self._log)
+
+    @property
+    def received(self) -> bytes:
+        """Every byte clients sent the proxy: request heads, bodies and tunnelled bytes."""
+        with self._lock:
+            return bytes(self._received)
+
+    @property
+    def tunnelled(self) -> bytes:
+        """Every byte relayed inside CONNECT tunnels, client to server and back."""
+        with self._lock:
+            return bytes(self._tunnelled)
+
+    def _from_client(self, data: bytes) -> bytes:
+        with self._lock:
+            self._received += data
+        return data
 
     @property
     def url(self) -> str:
@@ -92,12 +113,12 @@ class ForwardProxy:
 
     def _handle(self, client: socket.socket, rfile) -> None:
         while True:
-            line = rfile.readline(65537).decode("latin-1")
+            line = self._from_client(rfile.readline(65537)).decode("latin-1")
             if not line.strip():
                 return
             method, target, _ = line.split(" ", 2)
             raw_headers: list[tuple[str, str]] = []
-            while (header := rfile.readline(65537).decode("latin-1")) not in ("\r\n", "\n", ""):
+            while (header := self._from_client(rfile.readline(65537)).decode("latin-1")) not in ("\r\n", "\n", ""):
                 name, _, value = header.partition(":")
                 raw_headers.append((name.strip(), value.strip()))
             headers = {k.lower(): v for k, v in raw_headers}
@@ -130,7 +151,13 @@ class ForwardProxy:
         self._record(ProxyRequest("CONNECT", target, headers, 200))
         # A client sends nothing more until it reads this line, so nothing sits in rfile's buffer.
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        _relay(client, upstream)
+        _relay(client, upstream, self._relayed)
+
+    def _relayed(self, data: bytes, from_client: bool) -> None:
+        with self._lock:
+            self._tunnelled += data
+            if from_client:
+                self._received += data
 
     def _forward(self, client, rfile, method, target, raw_headers, headers) -> bool:
         parts = urlsplit(target)
@@ -139,7 +166,7 @@ class ForwardProxy:
             client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             return False
         length = int(headers.get("content-length", "0") or 0)
-        body = rfile.read(length) if length else b""
+        body = self._from_client(rfile.read(length)) if length else b""
         try:
             upstream = self._connect(parts.hostname, parts.port or 80)
         except OSError:
@@ -168,7 +195,8 @@ class ForwardProxy:
         return False
 
 
-def _relay(a: socket.socket, b: socket.socket) -> None:
+def _relay(a: socket.socket, b: socket.socket, seen=lambda data, from_client: None) -> None:
+    """Copy bytes both ways until one side closes; ``seen`` hears of each piece (a is the client)."""
     sockets = [a, b]
     try:
         while True:
@@ -179,6 +207,7 @@ def _relay(a: socket.socket, b: socket.socket) -> None:
                 data = sock.recv(256 * 1024)
                 if not data:
                     return
+                seen(data, sock is a)
                 (b if sock is a else a).sendall(data)
     finally:
         b.close()
