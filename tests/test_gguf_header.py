@@ -191,6 +191,11 @@ def test_model_info_from_a_folder_of_quantizations(tmp_path: Path, tiny_gguf_dir
     ("Llama-3.2-1B-Instruct-Q4_K_M.gguf", "Q4_K_M"), ("qwen2.5-0.5b-instruct-q4_k_m.gguf", "Q4_K_M"),
     ("Model-Q8_0-00001-of-00003.gguf", "Q8_0"), ("model.IQ4_XS.gguf", "IQ4_XS"), ("model-bf16.gguf", "BF16"),
     ("model-f16.gguf", "F16"), ("model.gguf", None), ("Q4_0-tuned-Q5_K_S.gguf", "Q5_K_S"),
+    # Unsloth's dynamic quantizations keep their "UD-" and their XL / XS / XXS.
+    ("gpt-oss-20b-UD-Q4_K_XL.gguf", "UD-Q4_K_XL"), ("gpt-oss-20b-Q4_K_XL.gguf", "Q4_K_XL"),
+    ("Qwen3-30B-A3B-UD-IQ1_S.gguf", "UD-IQ1_S"), ("DeepSeek-R1-UD-IQ2_XXS-00001-of-00004.gguf", "UD-IQ2_XXS"),
+    ("m-UD-Q2_K_XL.gguf", "UD-Q2_K_XL"), ("m-q3_k_xs.gguf", "Q3_K_XS"), ("m-ud-q8_k_xl.gguf", "UD-Q8_K_XL"),
+    ("m-Q4_K.gguf", "Q4_K"), ("m-IQ4_NL.gguf", "IQ4_NL"), ("CUDA-model-Q4_K_M.gguf", "Q4_K_M"),
 ])
 def test_quant_of_file_names(name: str, quant: str | None) -> None:
     assert quant_of(name) == quant
@@ -207,3 +212,18 @@ def test_the_default_rule() -> None:
     assert nothing.quant == "Q2_K" and "none fits" in nothing.reason and "the smallest" in nothing.reason
     assert choose_quant({**files, "m-Q4_K_M.gguf": 5 * GB}, tag=None, free_memory=GB).quant == "Q4_K_M"
     assert choose_quant({"config.json": 1}, tag=None, free_memory=None) is None
+
+
+def test_unsloth_quantizations() -> None:
+    files = {"m-UD-Q4_K_XL.gguf": 5 * GB, "m-Q8_0.gguf": 8 * GB, "m-UD-IQ1_S.gguf": GB, "m-Q2_K.gguf": 3 * GB}
+    choice = choose_quant(files, tag="ud-q4_k_xl", free_memory=None)
+    assert (choice.quant, choice.files) == ("UD-Q4_K_XL", ("m-UD-Q4_K_XL.gguf",))
+    assert choice.available == ("Q8_0", "UD-Q4_K_XL", "Q2_K", "UD-IQ1_S")  # by bits, UD- as its base
+    # No Q4_K_M: UD-Q4_K_XL (5.0 bits) is the nearest to it, not Q2_K or Q8_0.
+    assert choose_quant(files, tag=None, free_memory=None).quant == "UD-Q4_K_XL"
+    assert choose_quant(files, tag=None, free_memory=5 * GB).quant == "Q2_K"  # the nearest that fits
+    assert choose_quant({**files, "m-Q4_K_M.gguf": 5 * GB}, tag=None, free_memory=None).quant == "Q4_K_M"
+    # Same bits, plain first: Q4_K_XL before UD-Q4_K_XL.
+    assert choose_quant({**files, "m-Q4_K_XL.gguf": 6 * GB}, tag=None, free_memory=None).quant == "Q4_K_XL"
+    with pytest.raises(EntryNotFound, match=r"has no Q4_K_XL GGUF file\. .*Did you mean org/m:UD-Q4_K_XL\?"):
+        choose_quant(files, tag="Q4_K_XL", free_memory=None, repo="org/m")

@@ -68,6 +68,24 @@ def test_q4_k_m_is_the_default_when_present(capsys, hub_factory, tiny_gguf_dir, 
     assert result["note"].startswith("GGUF quantization Q4_K_M: the default quantization")
 
 
+def test_an_unsloth_tag_pulls_its_file_and_is_found_cached(capsys, hub_factory, tmp_path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("gpt-oss-20b-UD-Q4_K_XL.gguf", "gpt-oss-20b-Q4_K.gguf", "gpt-oss-20b-F16.gguf"):
+        (repo / name).write_bytes(b"GGUF" + name.encode())  # names decide the choice; nothing is loaded
+    hub = hub_factory()
+    hub.add_repo("org/oss-GGUF", repo)
+    outcome = cli(capsys, "pull", "org/oss-GGUF:ud-q4_k_xl", "--endpoint", hub.url)
+    assert outcome.code == 0, outcome.err
+    assert snapshot_files(hub, "org/oss-GGUF") == {"gpt-oss-20b-UD-Q4_K_XL.gguf"}
+    again = cli(capsys, "pull", "org/oss-GGUF:UD-Q4_K_XL", "--offline", "--json")
+    assert again.code == 0, again.err
+    found = json.loads(again.out)  # found in the cache by the tag, with the network off
+    assert found["downloaded_files"] == 0 and (Path(found["path"]) / "gpt-oss-20b-UD-Q4_K_XL.gguf").is_file()
+    missing = cli(capsys, "pull", "org/oss-GGUF:Q4_K_XL", "--endpoint", hub.url)
+    assert missing.code != 0 and "has no Q4_K_XL GGUF file" in missing.err and "Did you mean org/oss-GGUF:UD-Q4_K_XL?" in missing.err
+
+
 def test_split_files_come_together(capsys, hub_factory, tmp_path) -> None:
     repo = tmp_path / "repo"
     repo.mkdir()

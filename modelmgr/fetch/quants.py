@@ -24,10 +24,19 @@ BITS_PER_WEIGHT = {
     "IQ3_M": 3.66, "IQ3_S": 3.44, "Q3_K_S": 3.5, "Q2_K": 3.35, "IQ3_XS": 3.3, "IQ3_XXS": 3.06,
     "Q2_K_S": 2.9, "IQ2_M": 2.7, "IQ2_S": 2.5, "IQ2_XS": 2.31, "IQ2_XXS": 2.06, "TQ2_0": 2.06,
     "IQ1_M": 1.75, "TQ1_0": 1.69, "IQ1_S": 1.56,
+    # Unsloth's "dynamic" K-quants: the base type with some layers kept at more bits, so a little
+    # above the _M of the same base (their file sizes: Q4_K_XL is ~3% above Q4_K_M).
+    "Q2_K_XL": 3.5, "Q3_K_XL": 4.1, "Q4_K_XL": 5.0, "Q5_K_XL": 5.85, "Q6_K_XL": 6.8, "Q8_K_XL": 9.0,
 }
+# Unsloth marks its dynamic quantizations with "UD-" (gpt-oss-20b-UD-Q4_K_XL.gguf): kept in the
+# name, as the Hub spells it, and weighed as the quantization after it.
+UD_PREFIX = "UD-"
 # Longest first, so "Q4_K_M" is found before "Q4_K" could be; bounded by separators on both sides.
+# Beyond the table: any K-quant (Q4_K, Q3_K_XS, Q5_K_XXS) and I-quant (IQ4_XL) by its shape.
 _NAMES = "|".join(sorted((re.escape(name) for name in BITS_PER_WEIGHT), key=len, reverse=True))
-_QUANT_IN_NAME = re.compile(rf"(?:^|[-._])({_NAMES}|Q\d_K)(?=[-._]|$)", re.IGNORECASE)
+_QUANT_IN_NAME = re.compile(
+    rf"(?:^|[-._])((?:UD-)?(?:{_NAMES}|Q\d_K(?:_XXS|_XS|_XL|_[SML])?|IQ\d_(?:XXS|XS|XL|NL|[SML])))(?=[-._]|$)", re.IGNORECASE,
+)
 _SPLIT = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 # A file's share of free memory beyond its own size: the KV cache and llama.cpp's buffers.
 FIT_MARGIN = 1.2
@@ -37,6 +46,12 @@ def is_gguf(path: str) -> bool:
     """A model's GGUF weights (not a vision projector or an importance matrix shipped beside them)."""
     name = path.rsplit("/", 1)[-1].lower()
     return name.endswith(".gguf") and not name.startswith(("mmproj", "imatrix"))
+
+
+def bits_per_weight(quant: str) -> float | None:
+    """Approximate bits per weight of a quantization name ("UD-Q4_K_XL" as Q4_K_XL); None: unknown."""
+    name = quant.upper()
+    return BITS_PER_WEIGHT.get(name[len(UD_PREFIX):] if name.startswith(UD_PREFIX) else name)
 
 
 def quant_of(path: str) -> str | None:
@@ -76,7 +91,7 @@ def choose_quant(files: Mapping[str, int], *, tag: str | None, free_memory: int 
     groups = gguf_groups(files)
     if not groups:
         return None
-    available = tuple(sorted(groups, key=lambda q: -BITS_PER_WEIGHT.get(q, 0)))
+    available = tuple(sorted(groups, key=lambda q: -(bits_per_weight(q) or 0)))
 
     def choice(quant: str, reason: str) -> QuantChoice:
         parts = groups[quant]
@@ -86,12 +101,17 @@ def choose_quant(files: Mapping[str, int], *, tag: str | None, free_memory: int 
         for quant in groups:
             if quant.upper() == tag.upper():
                 return choice(quant, f"{quant}: the tag asked for it")
-        raise EntryNotFound(f"{repo} has no {tag} GGUF file. Quantizations it has: {', '.join(available)}. Write {repo}:QUANT with one of them.")
+        # Q4_K_XL for UD-Q4_K_XL (or back): named, not taken, so a tag names one set of files.
+        bare = tag.upper().removeprefix(UD_PREFIX)
+        near = [q for q in available if q.upper().removeprefix(UD_PREFIX) == bare]
+        hint = f" Did you mean {repo}:{near[0]}?" if near else f" Write {repo}:QUANT with one of them."
+        raise EntryNotFound(f"{repo} has no {tag} GGUF file. Quantizations it has: {', '.join(available)}.{hint}")
     if DEFAULT_QUANT in groups:
         return choice(DEFAULT_QUANT, f"{DEFAULT_QUANT}: the default quantization")
     sizes = {quant: sum(files[p] for p in parts) for quant, parts in groups.items()}
     target = BITS_PER_WEIGHT[DEFAULT_QUANT]
-    nearest = sorted(groups, key=lambda q: (abs(BITS_PER_WEIGHT.get(q, 99) - target), sizes[q]))
+    # Nearest in bits, then a plain quantization before Unsloth's of the same bits, then smaller.
+    nearest = sorted(groups, key=lambda q: (abs((bits_per_weight(q) or 99) - target), q.upper().startswith(UD_PREFIX), sizes[q]))
     for quant in nearest:
         if free_memory is None or sizes[quant] * FIT_MARGIN <= free_memory:
             here = "" if free_memory is None else f" that fits in {format_size(free_memory)} free here"

@@ -22,8 +22,9 @@ MAX_PART_LENGTH = 96
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Branch and tag names as git allows them, minus what could escape a path.
 _REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/+-]*")
-# Quantization names as llama.cpp spells them (Q4_K_M, IQ4_XS, F16, BF16), any case.
-_QUANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,31}")
+# Quantization names as llama.cpp spells them (Q4_K_M, IQ4_XS, F16, BF16), any case, and as
+# Unsloth does (UD-Q4_K_XL): words of letters, digits and '_' joined by single '-'; 32 at most.
+_QUANT = re.compile(r"(?=.{1,32}\Z)[A-Za-z0-9][A-Za-z0-9_]*(?:-[A-Za-z0-9_]+)*", re.DOTALL)
 
 
 
@@ -96,7 +97,7 @@ def validate_quant(quant: str, *, text: str = "") -> str:
     if not _QUANT.fullmatch(quant):
         raise InvalidReference(
             f"invalid quantization tag {quant!r} in {text or quant!r}: write org/name:QUANT with a llama.cpp "
-            "quantization name, for example 'org/name:Q4_K_M' or 'org/name:Q8_0'."
+            "quantization name, for example 'org/name:Q4_K_M', 'org/name:Q8_0' or 'org/name:UD-Q4_K_XL'."
         )
     return quant.upper()
 
