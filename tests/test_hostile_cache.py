@@ -318,3 +318,25 @@ def test_a_link_loop_in_refs_ends():
     script = f"from modelmgr.cache.scan import scan_cache; print(len(scan_cache([{str(cache)!r}]).repos[0].revisions[0].refs))"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "1", done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("folder", ["blobs", "locks"])
+def test_a_folder_of_the_repo_planted_as_a_link_is_refused(capsys, monkeypatch, hub_factory, tmp_path, folder):
+    # Before: only the last part of each path was opened without following links, so with
+    # blobs/ (or .locks/models--org--model/) a link to a folder outside the cache, the pull
+    # exited 0 and wrote the model's bytes (or its locks) there.
+    repo = small_repo(tmp_path / "repo", weights=WEIGHTS, seed=21)
+    hub = serve(hub_factory, "org/model", repo)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    paths = RepoPaths(hf_cache(), "org/model")
+    planted = paths.blobs if folder == "blobs" else paths.locks
+    planted.parent.mkdir(parents=True)
+    os.symlink(outside, planted)
+
+    outcome = cli(capsys, "pull", "org/model")
+    assert outcome.code == 1
+    assert "is a symbolic link inside the cache" in outcome.err and "Remove the link" in outcome.err
+    assert "Traceback" not in outcome.err and len(outcome.err.strip().splitlines()) == 1
+    assert list(outside.iterdir()) == []

@@ -140,6 +140,26 @@ class RepoPaths:
     def partial_states(self) -> Path:
         return self.root / MODELMGR_DIR / PARTIAL
 
+    def refuse_linked_folders(self, *folders: Path) -> None:
+        """Refuse to write below a folder of this repo that is a symbolic link.
+
+        huggingface_hub's layout has real folders only (links are the files of snapshots), so a
+        link in place of ``blobs/``, ``snapshots/``, ``.modelmgr/`` or ``.locks/...`` was planted:
+        writing through it would put model bytes, manifests or locks outside the cache. The repo
+        folder itself and the cache above it may be links (a user moving a model to another disk).
+        """
+        from modelmgr.errors import UnsafeCacheEntry
+
+        for folder in folders:
+            base = self.root if folder.is_relative_to(self.root) else self.cache
+            current = Path(folder)
+            while current != base and current.is_relative_to(base):
+                if current.is_symlink():
+                    raise UnsafeCacheEntry(
+                        f"{current} is a symbolic link inside the cache (to {os.readlink(current)!r}); modelmgr "
+                        "writes only into real folders there. Remove the link and run the command again.")
+                current = current.parent
+
     def blob(self, etag: str) -> Path:
         return self.blobs / etag
 

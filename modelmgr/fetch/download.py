@@ -79,6 +79,9 @@ class BlobDownload:
         self.waited = False
 
     def run(self) -> bool:
+        # Before anything is read or written there: a blobs/ or .locks/ folder that is a link
+        # would make a file outside the cache count as this blob, or receive its bytes.
+        self.transfer.paths.refuse_linked_folders(self.lock_path.parent, self.transfer.paths.blobs)
         if blob_present(self.blob, self.remote.size):
             return False
         with file_lock(self.lock_path, on_wait=self._say_waiting, every=LOCK_NOTICE_EVERY):
@@ -96,7 +99,9 @@ class BlobDownload:
 
     # -- attempts --------------------------------------------------------------------------
     def _download(self) -> None:
-        make_dirs(self.transfer.paths.blobs)
+        paths = self.transfer.paths
+        paths.refuse_linked_folders(paths.blobs, paths.partial_states)
+        make_dirs(paths.blobs)
         claim_partial(self.transfer.paths, self.remote.etag)  # a planted link or another user's file is not resumed into
         if self.keep_state:
             make_dirs(self.state_path.parent)
