@@ -320,7 +320,7 @@ def test_a_link_loop_in_refs_ends():
     assert done.returncode == 0 and done.stdout.strip() == "1", done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("folder", ["blobs", "locks"])
+@pytest.mark.parametrize("folder", ["blobs", "locks", "snapshots", "manifests"])
 def test_a_folder_of_the_repo_planted_as_a_link_is_refused(capsys, monkeypatch, hub_factory, tmp_path, folder):
     # Before: only the last part of each path was opened without following links, so with
     # blobs/ (or .locks/models--org--model/) a link to a folder outside the cache, the pull
@@ -331,7 +331,7 @@ def test_a_folder_of_the_repo_planted_as_a_link_is_refused(capsys, monkeypatch, 
     outside = tmp_path / "outside"
     outside.mkdir()
     paths = RepoPaths(hf_cache(), "org/model")
-    planted = paths.blobs if folder == "blobs" else paths.locks
+    planted = {"blobs": paths.blobs, "locks": paths.locks, "snapshots": paths.snapshots, "manifests": paths.root / ".modelmgr"}[folder]
     planted.parent.mkdir(parents=True)
     os.symlink(outside, planted)
 

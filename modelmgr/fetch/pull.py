@@ -173,6 +173,8 @@ def pull(
         from modelmgr.cache.prune import prune_to_fit  # only teams that cap their cache pay for the planner
 
         prune_to_fit(config, plan.fetch_bytes, keep=[plan.repo_id], notify=lambda line: on_event(Notice(line)))
+    # Everything this pull writes lies below these folders: none may be a planted link.
+    paths.refuse_linked_folders(paths.manifests, paths.snapshot(plan.commit), paths.refs, paths.blobs, paths.locks)
     check_free_space(plan)
     on_event(PlanReady(plan.fetch_bytes, len(plan.to_fetch)))
     write_manifest(paths, plan.repo_id, plan.commit, [ManifestEntry(f.path, f.size, f.etag) for f in plan.files])
