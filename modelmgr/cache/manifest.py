@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,3 +76,67 @@ def missing_files(paths: RepoPaths, commit: str) -> list[str]:
         return []
     snapshot = paths.snapshot(commit)
     return sorted(path for path in manifest if not os.path.exists(snapshot / path))
+
+
+def served_from_blob(paths: RepoPaths, commit: str, path: str, etag: str) -> bool | None:
+    """Whether ``snapshots/{commit}/{path}`` may be served as blob ``etag``: a link whose target
+    is this repo's own ``blobs/{etag}`` (``../../blobs/{etag}`` as huggingface_hub writes it; the
+    blob a regular file), or a regular file (a copy, where links are not possible). None when
+    nothing is there; False for anything else (a link out of the cache, to another blob, through a
+    linked folder...), which must be linked again, never read. Only links are read, no content."""
+    snapshot = paths.snapshot(commit)
+    link = snapshot / path
+    try:
+        mode = os.lstat(link).st_mode
+    except OSError:
+        return None
+    folder = link.parent
+    while folder != paths.root and folder.is_relative_to(paths.root):
+        if folder.is_symlink():  # huggingface_hub's folders are real: relative links would resolve elsewhere
+            return False
+        folder = folder.parent
+    if stat.S_ISREG(mode):
+        return True
+    if not stat.S_ISLNK(mode):
+        return False
+    try:
+        target = os.readlink(link)
+    except OSError:
+        return False
+    blob = paths.blob(etag)
+    if os.path.normpath(os.path.join(link.parent, target)) != os.path.normpath(blob):
+        return False
+    try:
+        return stat.S_ISREG(os.lstat(blob).st_mode)
+    except OSError:
+        return False
+
+
+def unsound_files(paths: RepoPaths, commit: str) -> list[str] | None:
+    """Files of the snapshot that cannot be served as they are: with a manifest, those it lists
+    that are absent or not ``served_from_blob`` at its etag; without one, links that do not point
+    at a regular file directly in this repo's ``blobs/``. None when there is no snapshot."""
+    snapshot = paths.snapshot(commit)
+    if not snapshot.is_dir():
+        return None
+    manifest = read_manifest(paths, commit)
+    if manifest is not None:
+        return sorted(path for path, entry in manifest.items() if not served_from_blob(paths, commit, path, entry.etag))
+    bad = []
+    blobs = os.path.normpath(paths.blobs)
+    for folder, _, files in os.walk(snapshot):  # links to folders are no files (as the scan sees them)
+        for name in files:
+            full = os.path.join(folder, name)
+            if not os.path.islink(full):
+                continue
+            relative = os.path.relpath(full, snapshot).replace(os.sep, "/")
+            try:
+                first = os.path.normpath(os.path.join(folder, os.readlink(full)))
+            except OSError:
+                first = ""
+            etag = os.path.basename(first)
+            if os.path.dirname(first) != blobs or not is_etag(etag):
+                bad.append(relative)
+            elif os.path.lexists(first) and not served_from_blob(paths, commit, relative, etag):
+                bad.append(relative)  # a blob that is itself a link (a missing one is as before: no manifest, no check)
+    return sorted(bad)

@@ -5,7 +5,8 @@ git blob sha1 for 40 (``hashing.hash_file``). On top of the hashes the check rep
 
 - *corrupt* blobs (content that does not hash to the name, or cannot be read), and snapshot files
   that point at another blob than the manifest says;
-- *missing* files: broken snapshot links, and files a manifest lists that the snapshot lacks;
+- *missing* files: broken snapshot links, links that lead out of the repo's ``blobs/`` (never
+  read: what they point at is no verified blob), and files a manifest lists that the snapshot lacks;
 - *unexpected* entries in ``blobs/``: neither a 40/64-hex name nor ``*.incomplete``.
 
 Regular files inside snapshots (copies, where links were not possible) are noted, and hashed when
@@ -193,6 +194,17 @@ def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | Non
             if file.etag is not None:
                 users.setdefault(file.etag, []).append((revision.commit, file.path))
             expected = manifest.get(file.path)
+            snapshot_file = os.path.join(revision.snapshot_path, file.path)
+            if file.etag is None and os.path.islink(snapshot_file):
+                # A link that does not lead into this repo's blobs/: whatever it points at is no
+                # verified blob (and may be anyone's file), so it is not read; repair links it again.
+                try:
+                    target = os.readlink(snapshot_file)
+                except OSError:
+                    target = "?"
+                missing.append(MissingFile(revision.commit, file.path,
+                                           f"a link out of the repo's blobs/ (to {target!r}); not read, repair links it to its blob"))
+                continue
             if file.etag is None:
                 blob = next((b for b in repo.blobs if b.path == file.blob_path), None)
                 if blob is not None and blob.where != IN_BLOBS:
@@ -214,7 +226,7 @@ def verify_repo(repo: CachedRepo, *, revisions: tuple[CachedRevision, ...] | Non
             else:
                 reason = "listed in the manifest, absent from the snapshot"
             missing.append(MissingFile(revision.commit, path, reason))
-        copied = sum(1 for f in revision.files if f.etag is None)
+        copied = sum(1 for f in revision.files if f.etag is None and not os.path.islink(os.path.join(revision.snapshot_path, f.path)))
         if copied:
             notes.append(f"snapshot {revision.short_commit} holds {copied} regular file(s) instead of links into blobs/")
 

@@ -23,7 +23,8 @@ from modelmgr.fetch.hub import HubClient, RemoteFile
 from modelmgr.fetch.parts import part_size, resumable_bytes
 from modelmgr.fsutil import make_dirs, share_new
 from modelmgr.cache.layout import RepoPaths, relative_blob_link
-from modelmgr.cache.manifest import ManifestEntry, missing_files, write_manifest
+from modelmgr.cache.manifest import ManifestEntry, served_from_blob, unsound_files, write_manifest
+from modelmgr.cache.store import blob_present
 from modelmgr.project.refs import ModelRef, is_commit, parse_ref
 from modelmgr.fetch.quants import quant_of
 from modelmgr.fetch.selection import select
@@ -56,8 +57,9 @@ class PlannedFile:
     size: int
     etag: str
     lfs: bool
-    cached: bool
+    cached: bool  # its blob is there and the snapshot file is a link to it (or a copy, without links)
     partial_bytes: int = 0
+    have_blob: bool = False  # the blob is there, only the snapshot file is to be linked (again)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class PullPlan:
 
     @property
     def fetch_bytes(self) -> int:
-        return sum(f.size - f.partial_bytes for f in self.files if not f.cached)
+        return sum(f.size - f.partial_bytes for f in self.files if not (f.cached or f.have_blob))
 
     @property
     def to_fetch(self) -> tuple[PlannedFile, ...]:
@@ -110,8 +112,8 @@ def find_cached(ref: ModelRef, config: Config, *, repo_type: str = "model") -> S
         commit = revision if is_commit(revision) else paths.read_ref(revision)
         if commit is None or not paths.snapshot(commit).is_dir():
             continue
-        if missing_files(paths, commit):
-            continue
+        if unsound_files(paths, commit):
+            continue  # a file is absent, or a link that does not lead to its own blob: pull links it again
         if ref.quant and not any(quant_of(f.name) == ref.quant for f in paths.snapshot(commit).glob("*.gguf")):
             continue  # another quantization of this commit is cached, not the one asked for
         return Snapshot(ref.repo_id, commit, revision, paths.snapshot(commit), repo_type)
@@ -223,15 +225,14 @@ def plan_pull(
 
 
 def _plan_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> PlannedFile:
-    blob = paths.blob(remote.etag)
-    try:
-        cached = os.stat(blob).st_size == remote.size
-    except OSError:
-        cached = False
+    have_blob = blob_present(paths.blob(remote.etag), remote.size)
+    # Cached only when what the snapshot serves is that blob: a link out of the cache (or to
+    # another blob) is as good as missing, and gets linked to the verified blob again.
+    cached = have_blob and bool(served_from_blob(paths, commit, remote.path, remote.etag))
     # What the download will really keep (the resume state, not the possibly sparse file's size,
     # and nothing for small files, which restart): dry-run and the free-space check use it.
-    partial = 0 if cached else resumable_bytes(paths, remote.etag, remote.size)
-    return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial)
+    partial = 0 if have_blob else resumable_bytes(paths, remote.etag, remote.size)
+    return PlannedFile(remote.path, remote.size, remote.etag, remote.lfs, cached, partial, have_blob)
 
 
 def check_free_space(plan: PullPlan) -> None:
@@ -250,6 +251,7 @@ def check_free_space(plan: PullPlan) -> None:
 def _fetch_all(transfer: Transfer, plan: PullPlan) -> int:
     """Fetch every missing blob (largest first, so big transfers overlap) and link each file."""
     remotes = [RemoteFile(f.path, f.size, f.etag, f.lfs) for f in plan.files]
+    in_place = {f.path for f in plan.files if f.cached}
     downloaded = 0
     failures: list[BaseException] = []
     lock = threading.Lock()
@@ -259,7 +261,7 @@ def _fetch_all(transfer: Transfer, plan: PullPlan) -> int:
         try:
             fetched = fetch_blob(transfer, remote)
             link_snapshot_file(transfer.paths, plan.commit, remote)
-            transfer.emit(FileFinished(remote.path, remote.size, reused=not fetched))
+            transfer.emit(FileFinished(remote.path, remote.size, reused=not fetched and remote.path in in_place))
             if fetched:
                 with lock:
                     downloaded += 1
@@ -291,6 +293,10 @@ def link_snapshot_file(paths: RepoPaths, commit: str, remote: RemoteFile) -> Non
     link = paths.snapshot(commit) / remote.path
     blob = paths.blob(remote.etag)
     target = relative_blob_link(link, blob)
+    # A link planted in place of a snapshot folder would resolve ours elsewhere, or take the new
+    # link outside the cache. The file itself is replaced, never followed: a link out of the cache
+    # is swapped for ours, and what it pointed at is neither read nor written.
+    paths.refuse_linked_folders(link.parent)
     try:
         if os.readlink(link) == target:
             return
