@@ -340,3 +340,24 @@ def test_a_folder_of_the_repo_planted_as_a_link_is_refused(capsys, monkeypatch, 
     assert "is a symbolic link inside the cache" in outcome.err and "Remove the link" in outcome.err
     assert "Traceback" not in outcome.err and len(outcome.err.strip().splitlines()) == 1
     assert list(outside.iterdir()) == []
+
+
+def test_a_blob_planted_as_a_link_is_not_taken_for_the_blob(capsys, monkeypatch, hub_factory, tmp_path):
+    # Before: a link under blobs/<etag> to an outside file of the right size counted as the blob,
+    # so the pull fetched nothing and the snapshot served bytes nobody verified.
+    repo = small_repo(tmp_path / "repo", weights=WEIGHTS, seed=22)
+    hub = serve(hub_factory, "org/model", repo)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    weights = (repo / "model.safetensors").read_bytes()
+    etag = hashlib.sha256(weights).hexdigest()
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"\0" * len(weights))
+    paths = RepoPaths(hf_cache(), "org/model")
+    paths.blobs.mkdir(parents=True)
+    os.symlink(outside, paths.blob(etag))
+
+    outcome = cli(capsys, "pull", "org/model")
+    assert outcome.code == 0, outcome.err
+    assert not paths.blob(etag).is_symlink()
+    assert hashlib.sha256(paths.blob(etag).read_bytes()).hexdigest() == etag
+    assert outside.read_bytes() == b"\0" * len(weights)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -15,10 +16,13 @@ from modelmgr.fsutil import open_shared
 
 
 def blob_present(blob: Path, size: int) -> bool:
+    """A committed blob: a regular file of the right size. A link planted under the blob's name
+    is not one (its target lies anywhere); the commit of the real blob renames over the link."""
     try:
-        return os.stat(blob).st_size == size
+        found = os.lstat(blob)
     except OSError:
         return False
+    return stat.S_ISREG(found.st_mode) and found.st_size == size
 
 
 def start_afresh(path: Path) -> None:
