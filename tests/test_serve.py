@@ -57,6 +57,32 @@ class Served:
             time.sleep(0.1)
 
 
+def run_server(root: Path, port: int, env: dict, *args: str):
+    """A `modelmgr serve` process for a module of tests: yielded once /health answers, stopped after."""
+    log = root / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "modelmgr", "serve", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Served(f"http://127.0.0.1:{port}", port, env, process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if server.get("/health")["status"] == "ok":
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up:\n" + log.read_text()
+                time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
     from modelmgr.fetch.pull import pull
@@ -77,28 +103,7 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMGR_", "HF_"))},
         **environ, "HF_HUB_OFFLINE": "1", "MODELMGR_API_KEY": KEY, "MODELMGR_HOST": f"127.0.0.1:{port}",
     }
-    log = root / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "modelmgr", "serve", "--max-memory", BUDGET], env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Served(f"http://127.0.0.1:{port}", port, env, process, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if server.get("/health")["status"] == "ok":
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not come up:\n" + log.read_text()
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    yield from run_server(root, port, env, "--max-memory", BUDGET)
 
 
 def chat(served: Served, messages=QUESTION, *, max_tokens: int = 12, temperature: float = 0, **kwargs) -> str:
@@ -344,28 +349,7 @@ def single(tmp_path_factory: pytest.TempPathFactory):
         **{k: v for k, v in os.environ.items() if not k.startswith(("MODELMGR_", "HF_"))},
         **environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf-home"), "MODELMGR_HOST": f"127.0.0.1:{port}",
     }
-    log = root / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "modelmgr", "serve", "--parallel", "1"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Served(f"http://127.0.0.1:{port}", port, env, process, log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if server.get("/health")["status"] == "ok":
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not come up:\n" + log.read_text()
-                time.sleep(0.1)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+    yield from run_server(root, port, env, "--parallel", "1")
 
 
 def _post(served: Served, body: dict):
