@@ -10,11 +10,6 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
-
 from modelmgr._version import __version__
 from modelmgr.serve import generate
 from modelmgr.serve.catalog import list_models
@@ -22,6 +17,10 @@ from modelmgr.serve.protocol import ApiError, GenerateRequest, chunk_object, cli
 from modelmgr.serve.scheduler import Scheduler
 
 if TYPE_CHECKING:  # pragma: no cover
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+
     from modelmgr.project.config import Config
     from modelmgr.serve.settings import ServeSettings
 
@@ -29,8 +28,16 @@ log = logging.getLogger("modelmgr.serve")
 OPEN_PATHS = ("/health", "/")  # a load balancer's probe needs no key, and learns nothing from it
 
 
-def error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+def json_response(body: Any, **options: Any) -> "JSONResponse":
+    # starlette is imported when the first answer is built, not when this module is: the core's
+    # import checks hold for every module, the server's own included.
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(body, **options)
+
+
+def error_response(error: ApiError) -> "JSONResponse":
+    return json_response(error.body(), status_code=error.status, headers=error.headers)
 
 
 def _dumps(data: Any) -> str:
@@ -72,13 +79,13 @@ class Server:
     # --- routes -----------------------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": __version__, "loaded": len(self.scheduler.runners)})
+        return json_response({"status": "ok", "version": __version__, "loaded": len(self.scheduler.runners)})
 
     async def models(self, request: Request) -> Response:
         import asyncio
 
         data = await asyncio.to_thread(list_models, self.config)
-        return JSONResponse({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def model(self, request: Request) -> Response:
         import asyncio
@@ -86,7 +93,7 @@ class Server:
         wanted = request.path_params["model_id"]
         for entry in await asyncio.to_thread(list_models, self.config):
             if entry["id"] == wanted:
-                return JSONResponse(entry)
+                return json_response(entry)
         raise ApiError(404, f"The model '{wanted}' does not exist in this server's cache. Pull it first: modelmgr pull {wanted}",
                        code="model_not_found", param="model")
 
@@ -97,14 +104,14 @@ class Server:
         return await self._generate(request, chat=False)
 
     async def ps(self, request: Request) -> Response:
-        return JSONResponse({"models": [runner.describe() for runner in self.scheduler.runners.values()]})
+        return json_response({"models": [runner.describe() for runner in self.scheduler.runners.values()]})
 
     async def stop(self, request: Request) -> Response:
         data = await self.read_json(request)
         name = data.get("model")
         if not isinstance(name, str) or not name:
             raise ApiError(400, "'model' is required: the model to unload.", param="model")
-        return JSONResponse({"model": name, "status": await self.scheduler.stop_model(name)})
+        return json_response({"model": name, "status": await self.scheduler.stop_model(name)})
 
     # --- generation -------------------------------------------------------------------------
 
@@ -126,6 +133,8 @@ class Server:
                 # From here the response watches the connection itself (and closes ``text``): the
                 # watcher must be gone before it starts reading the client's messages.
                 await _stop(gone)
+                from starlette.responses import StreamingResponse
+
                 return StreamingResponse(self._events(text, parsed, outcome, chat=chat), media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             reply = await _unless_gone(_join(text), gone)
@@ -133,7 +142,7 @@ class Server:
             await _stop(gone)
         if parsed.echo:
             reply = (parsed.prompt or "") + reply
-        return JSONResponse(completion_object(chat=chat, id=new_id(chat), model=parsed.model, text=reply, finish=outcome.finish_reason,
+        return json_response(completion_object(chat=chat, id=new_id(chat), model=parsed.model, text=reply, finish=outcome.finish_reason,
                                               prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens))
 
     async def _events(self, text, parsed: GenerateRequest, outcome: "generate.Outcome", *, chat: bool):
@@ -191,7 +200,10 @@ async def _unless_gone(work, gone: asyncio.Future):
     return task.result()
 
 
-def create_app(config: "Config", settings: "ServeSettings") -> Starlette:
+def create_app(config: "Config", settings: "ServeSettings") -> "Starlette":
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
     server = Server(config, settings)
 
     def route(handler):
