@@ -103,19 +103,13 @@ class LocalCdn:
             return
         self._server = server_class((self._hub.host, self._port), self, handler=handler, tls=self.tls)
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="LocalCdn", daemon=True)
-        self._thread.start()
+        self._thread = self._server.serve_in_thread("LocalCdn")
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server.stop_serving(self._thread)
 
 
 def _sign(sha256: str, expires: str) -> str:

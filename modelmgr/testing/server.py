@@ -376,22 +376,14 @@ class LocalHub:
         self._server = _Server((self.host, self._port), self, tls=self.tls)
         # Remember the port, so a stopped Hub comes back at the same address.
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="LocalHub", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._server.serve_in_thread("LocalHub")
         return self
 
     def stop(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        # Keep-alive connections would otherwise keep being served by their threads.
-        server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        server.stop_serving(self._thread)
         if self.cdn is not None:
             self.cdn.stop()
 
@@ -466,6 +458,19 @@ class _Server(http.server.ThreadingHTTPServer):
                     connection.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def serve_in_thread(self, name: str) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def stop_serving(self, thread: threading.Thread | None) -> None:
+        self.shutdown()
+        self.server_close()
+        # Keep-alive connections would otherwise keep being served by their threads.
+        self.close_connections()
+        if thread is not None:
+            thread.join(timeout=5)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints to stderr by default; a disconnect is normal, anything else is a bug.
