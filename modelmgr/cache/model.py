@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -203,6 +203,7 @@ class CachedRepo:
 
     @cached_property
     def _blobs_folder(self) -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]]:
+        """(partial downloads, every other entry) of blobs/, as (path, size), sorted."""
         incomplete, others = [], []
         try:
             with os.scandir(self.path / BLOBS) as iterator:
@@ -214,20 +215,21 @@ class CachedRepo:
                     (incomplete if partial_download(entry.name) is not None else others).append((entry.path, size))
         except OSError:
             pass
-        linked = {blob.path for blob in self.blobs}
-        return tuple(sorted(incomplete)), tuple(sorted(item for item in others if item[0] not in linked))
+        return tuple(sorted(incomplete)), tuple(sorted(others))
 
     @property
     def incomplete_blobs(self) -> tuple[tuple[str, int], ...]:
         """(path, size) of partial downloads: modelmgr's and huggingface_hub's ``.incomplete`` files
         and blobs a killed pull had verified but not renamed (``layout.partial_download``). Never
-        counted in sizes."""
+        counted in sizes. (The snapshots are not read again for these: ``du`` asks for them of
+        every repo.)"""
         return self._blobs_folder[0]
 
-    @property
+    @cached_property
     def unreferenced_blobs(self) -> tuple[tuple[str, int], ...]:
         """(path, size) of the entries in blobs/ that no snapshot points to."""
-        return self._blobs_folder[1]
+        linked = {blob.path for blob in self.blobs}
+        return tuple(item for item in self._blobs_folder[1] if item[0] not in linked)
 
 
 @dataclass(frozen=True)
@@ -256,6 +258,32 @@ class CacheInfo:
         found = [repo for repo in self.repos if repo.repo_type == repo_type and repo.repo_id.lower() == wanted]
         exact = [repo for repo in found if repo.repo_id == repo_id]
         return exact or found
+
+
+def plain_repo(repo: CachedRepo) -> tuple:
+    """A repo as plain data that ``marshal`` carries (from a scan helper process), without its
+    revisions' raw entries: ``CachedRevision.entries`` reads those again if ever asked for, as
+    for a repo served by the scan index."""
+    revisions = tuple(tuple(None if name == "scanned" else getattr(revision, name) for name in _REVISION_FIELDS)
+                      for revision in repo.revisions)
+    return tuple(revisions if name == "revisions" else str(repo.cache_dir) if name == "cache_dir" else getattr(repo, name)
+                 for name in _REPO_FIELDS)
+
+
+def repo_from_plain(data: tuple) -> CachedRepo:
+    """The inverse of ``plain_repo``; TypeError, ValueError or IndexError for anything else."""
+    if len(data) != len(_REPO_FIELDS) or any(len(revision) != len(_REVISION_FIELDS) for revision in data[_REVISIONS]):
+        raise ValueError("not a plain repo")
+    values = list(data)
+    values[_CACHE_DIR] = Path(values[_CACHE_DIR])
+    values[_REVISIONS] = tuple(CachedRevision(*revision) for revision in values[_REVISIONS])
+    return CachedRepo(*values)
+
+
+# Field order, as the dataclasses declare them (and so as their __init__ takes them).
+_REPO_FIELDS = tuple(item.name for item in fields(CachedRepo))
+_REVISION_FIELDS = tuple(item.name for item in fields(CachedRevision))
+_CACHE_DIR, _REVISIONS = _REPO_FIELDS.index("cache_dir"), _REPO_FIELDS.index("revisions")
 
 
 def unique_size(repos: Iterable[CachedRepo]) -> int:

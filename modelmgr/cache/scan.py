@@ -28,10 +28,12 @@ from modelmgr.cache.layout import (
     BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, is_temporary_ref, parse_folder_name,
     partial_download,
 )
-from modelmgr.cache.model import CachedRepo, CachedRevision, CacheInfo, ScanWarning, unique_size, weights_summary
+from modelmgr.cache.model import (
+    CachedRepo, CachedRevision, CacheInfo, ScanWarning, plain_repo, repo_from_plain, unique_size, weights_summary,
+)
 from modelmgr.fsutil import read_small
 from modelmgr.project.names import is_commit, is_safe_path
-from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, list_blobs, scan_snapshot
+from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, scan_snapshot
 
 # Top-level entries of a cache that belong to huggingface_hub and are not repos: its lock folder,
 # its cache tag, its cache-wide shared blob store and the layout version file older releases wrote.
@@ -42,12 +44,17 @@ MAX_REF_BYTES = 256  # a ref holds 40 hex digits; anything much longer is no ref
 MAX_MANIFEST_BYTES = 64 << 20  # some 300,000 files: far beyond any model repo
 
 
-def scan_cache(cache_dirs: Sequence[str | os.PathLike] | str | os.PathLike, *, reuse: bool = False) -> CacheInfo:
+def scan_cache(
+    cache_dirs: Sequence[str | os.PathLike] | str | os.PathLike, *, reuse: bool = False, parallel: bool = False,
+) -> CacheInfo:
     """Scan every cache directory, in order; the first is writable, the others read-only extras.
 
     Never raises for what it finds on disk: every problem becomes a line in ``warnings``. With
     ``reuse``, unchanged repos come from the scan index (see the module's docstring); their
-    ``last_accessed`` is then as of their last full scan.
+    ``last_accessed`` is then as of their last full scan, and no revision keeps the raw entries of
+    its files (read again if asked for: what ``list`` and ``du`` show needs none). With ``parallel``
+    (for commands, never a library caller whose threads a fork would copy), many repos to read are
+    split between processes (``scan_workers``).
     """
     if isinstance(cache_dirs, (str, os.PathLike)):
         cache_dirs = [cache_dirs]
@@ -55,12 +62,13 @@ def scan_cache(cache_dirs: Sequence[str | os.PathLike] | str | os.PathLike, *, r
     warnings: list[ScanWarning] = []
     repos: list[CachedRepo] = []
     for index, cache_dir in enumerate(dirs):
-        repos.extend(_scan_one_cache(cache_dir, read_only=index > 0, warn=lambda path, message: warnings.append(ScanWarning(path, message)), reuse=reuse))
+        repos.extend(_scan_one_cache(cache_dir, read_only=index > 0, warn=lambda path, message: warnings.append(ScanWarning(path, message)),
+                                    reuse=reuse, parallel=parallel))
     total = unique_size(repos)
     return CacheInfo(repos=tuple(repos), warnings=tuple(warnings), size_on_disk=total, cache_dirs=dirs)
 
 
-def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool) -> list[CachedRepo]:
+def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool, parallel: bool) -> list[CachedRepo]:
     root = str(cache_dir)
     try:
         with os.scandir(root) as iterator:
@@ -102,7 +110,7 @@ def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool
         repo = index.lookup(entry.path, name, repo_type, repo_id, read_only) if index is not None else None
         found.append(repo if repo is not None else (entry.path, name, repo_type, repo_id))
     todo = [item for item in found if isinstance(item, tuple)]
-    scanned = dict(zip((item[0] for item in todo), _scan_repos(todo, cache_dir, read_only, warn, index is not None)))
+    scanned = dict(zip((item[0] for item in todo), _scan_repos(todo, cache_dir, read_only, warn, index is not None, reuse, parallel)))
     repos = []
     for item in found:
         if isinstance(item, tuple):
@@ -118,10 +126,25 @@ def _scan_one_cache(cache_dir: Path, *, read_only: bool, warn: Warn, reuse: bool
     return repos
 
 
-def _scan_repos(todo: list[tuple], cache_dir: Path, read_only: bool, warn: Warn, indexing: bool) -> list[tuple]:
-    """``_scan_repo`` of each, in order. (Threads were tried: on two busy cores they cost CPU and
-    saved no time, since the Python work between system calls holds the GIL.)"""
-    return [_scan_repo(path, repo_type, repo_id, cache_dir, read_only, warn, indexing) for path, _, repo_type, repo_id in todo]
+def _scan_repos(
+    todo: list[tuple], cache_dir: Path, read_only: bool, warn: Warn, indexing: bool, summary: bool, parallel: bool,
+) -> list[tuple]:
+    """``_scan_repo`` of each, in order; split between processes when ``parallel`` and it pays.
+    A ``summary`` keeps no raw entries, whichever process read the repo."""
+    def scan_one(item: tuple, warn: Warn) -> tuple:
+        return _scan_repo(item[0], item[2], item[3], cache_dir, read_only, warn, indexing, keep_entries=not summary)
+
+    if parallel:
+        from modelmgr.cache import scan_workers
+
+        processes = scan_workers.process_count(len(todo), warn)
+        if processes > 1:
+            return scan_workers.scan_split(
+                todo, scan_one, warn, processes,
+                pack=lambda found: (plain_repo(found[0]) if found[0] is not None else None, found[1]),
+                unpack=lambda data: (repo_from_plain(data[0]) if data[0] is not None else None, data[1]),
+            )
+    return [scan_one(item, warn) for item in todo]
 
 
 def _list_dir(path: str, warn: Warn) -> list[os.DirEntry] | None:
@@ -245,8 +268,10 @@ def _scan_repo(
     read_only: bool,
     warn: Warn,
     indexing: bool = False,
+    keep_entries: bool = True,
 ) -> tuple[CachedRepo | None, tuple | None]:
-    """The repo, and (when ``indexing``) its scan-index record, or None if it must not be indexed."""
+    """The repo, and (when ``indexing``) its scan-index record, or None if it must not be indexed.
+    Without ``keep_entries`` its revisions read their files again if ever asked for them."""
     warned = []
 
     def note(path: str, message: str) -> None:
@@ -284,7 +309,7 @@ def _scan_repo(
     # Per inode: [size, atime, mtime, [(path, is_link), ...]] over the whole repo.
     content: dict[tuple[int, int], list] = {}
     hops: dict[str, str] = {}
-    blobs: dict[str, os.DirEntry] | None = None
+    blobs: dict[str, os.stat_result | None] = {}  # lstat of blobs/{name}, filled by scan_snapshot
     revisions: list[CachedRevision] = []
     seen_commits: set[str] = set()
     any_copies = False
@@ -297,8 +322,6 @@ def _scan_repo(
             note(snapshot.path, f"{snapshot.path} is {kind}, not a snapshot folder; ignored.")
             continue
         top = snapshot.path
-        if blobs is None:
-            blobs = list_blobs(repo_path + sep + BLOBS)
         entries, missing, copies, folders = scan_snapshot(top, note, blobs, hops)
         if read is not None:
             read.extend(folders)
@@ -312,26 +335,26 @@ def _scan_repo(
             known = {entry[REL] for entry in entries}
             known.update(missing)
             missing.extend(path for path in manifests[commit][0] if path not in known)
-        places: dict[tuple[int, int], list] = {}  # this revision's files per inode
+        places: dict[tuple[int, int], list] = {}  # this revision's entries per inode
         last_modified = 0.0
         for entry in entries:
-            key = entry[KEY]
-            where = (entry[PATH], entry[LINK])
-            held = content.get(key)
-            if held is None:
-                content[key] = [entry[SIZE], entry[ATIME], entry[MTIME], [where]]
-            else:
-                held[3].append(where)
-            local = places.get(key)
+            local = places.get(entry[KEY])
             if local is None:
-                places[key] = [where]
+                places[entry[KEY]] = [entry]
             else:
-                local.append(where)
+                local.append(entry)
             if entry[MTIME] > last_modified:
                 last_modified = entry[MTIME]
         size = 0
-        for key, where in places.items():
-            size += content[key][0] * _distinct_blobs(where, hops)
+        for key, group in places.items():
+            where = [(entry[PATH], entry[LINK]) for entry in group]
+            held = content.get(key)
+            if held is None:
+                first = group[0]
+                held = content[key] = [first[SIZE], first[ATIME], first[MTIME], where]
+            else:
+                held[3].extend(where)
+            size += held[0] if len(where) == 1 else held[0] * _distinct_blobs(where, hops)
         if not entries:
             try:
                 last_modified = snapshot.stat().st_mtime
@@ -349,7 +372,7 @@ def _scan_repo(
                 nb_files=len(entries),
                 incomplete=bool(missing),
                 missing=tuple(missing),
-                scanned=tuple(entries),
+                scanned=tuple(entries) if keep_entries else None,
                 weight_format=weight_format,
                 gguf_files=gguf_files,
             )

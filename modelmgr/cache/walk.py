@@ -37,26 +37,18 @@ def first_hop(path: str, is_link: bool = True) -> str:
 
 
 
-def list_blobs(blobs_dir: str) -> dict[str, os.DirEntry]:
-    """The plain files of a repo's ``blobs/`` by name (links and folders left out: those take the
-    slow path of ``scan_snapshot``)."""
-    try:
-        with os.scandir(blobs_dir) as iterator:
-            return {entry.name: entry for entry in iterator if entry.is_file(follow_symlinks=False)}
-    except OSError:
-        return {}
-
-
 def scan_snapshot(
-    top: str, warn: Warn, blobs: dict[str, os.DirEntry] | None = None, hops: dict[str, str] | None = None,
+    top: str, warn: Warn, blobs: dict[str, os.stat_result | None] | None = None, hops: dict[str, str] | None = None,
 ) -> tuple[list[tuple], list[str], int, list[str]]:
     """(entries, broken links, regular files, folders read) of one snapshot.
 
-    With ``blobs`` (``list_blobs`` of the repo), a link written the way huggingface_hub writes it
-    (``../../blobs/{name}``, one more ``../`` per folder level) to a plain file of that list is
-    resolved by reading the link and taking the blob's own ``lstat``, which ``DirEntry`` keeps: a
-    blob shared by both revisions is stat'ed once, not once per link, and its first hop is known
-    without ``normpath`` (``hops`` gets it). Anything else is stat'ed through the link.
+    With ``blobs`` (a dict the caller keeps for the whole repo, empty at first), a link written the
+    way huggingface_hub writes it (``../../blobs/{name}``, one more ``../`` per folder level) is
+    resolved by reading the link and taking ``lstat`` of ``blobs/{name}``, remembered in ``blobs``:
+    a blob shared by both revisions is stat'ed once, not once per link, and its first hop is known
+    without ``normpath`` (``hops`` gets it). A target that is no plain file there (a link, a folder,
+    nothing), and every other file, is stat'ed through the link. (The blobs folder is not listed
+    first: a listing costs four system calls, and a plain ``lstat`` of the name tells the same.)
 
     A ``.{name}.{pid}.{tid}.tmp`` entry is a link a pull was about to rename into place: not a
     file of the model (``prune --incomplete`` takes it once its writer is gone)."""
@@ -66,6 +58,7 @@ def scan_snapshot(
     folders: list[str] = []
     copies = 0
     stack = [(top, "")]
+    readlink, lstat, is_regular, add = os.readlink, os.lstat, stat.S_ISREG, entries.append  # a hot loop
     while stack:
         folder, prefix = stack.pop()
         try:
@@ -79,46 +72,51 @@ def scan_snapshot(
         skip = len(up)
         for entry in listed:
             name = entry.name
-            try:
-                real_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                real_dir = False
-            if real_dir:  # links to folders are never descended into, as in huggingface_hub
-                stack.append((entry.path, prefix + name + "/"))
-                continue
+            is_link = entry.is_symlink()  # links (to folders too) are never descended into, as in huggingface_hub
+            if not is_link:
+                try:
+                    real_dir = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    real_dir = False
+                if real_dir:
+                    stack.append((entry.path, prefix + name + "/"))
+                    continue
             if name in OS_FILES or name[0] == "." and temporary_owner(name) is not None:
                 continue
-            is_link = entry.is_symlink()
-            if blobs is not None and is_link:
+            path = entry.path
+            if is_link and blobs is not None:
                 try:
-                    target = os.readlink(entry.path)
+                    target = readlink(path)
                 except OSError:
                     target = ""
-                blob = blobs.get(target[skip:]) if target.startswith(up) else None
-                if blob is not None:
-                    try:
-                        result = blob.stat(follow_symlinks=False)
-                    except OSError:
-                        result = None
+                blob = target[skip:] if target.startswith(up) else ""
+                if blob and "/" not in blob:
+                    result = blobs.get(blob, False)
+                    if result is False:
+                        try:
+                            result = lstat(blobs_dir + blob)
+                        except OSError:
+                            result = None
+                        if result is not None and not is_regular(result.st_mode):
+                            result = None
+                        blobs[blob] = result
                     if result is not None:
                         if hops is not None:
-                            hops[entry.path] = blobs_dir + blob.name
-                        entries.append((prefix + name, entry.path, True, result.st_size, (result.st_dev, result.st_ino),
-                                        result.st_atime, result.st_mtime))
+                            hops[path] = blobs_dir + blob
+                        add((prefix + name, path, True, result.st_size, (result.st_dev, result.st_ino), result.st_atime,
+                             result.st_mtime))
                         continue
             try:
                 result = entry.stat()  # through the link to the blob, as huggingface_hub does
             except OSError:
                 if is_link:
-                    warn(entry.path, f"broken link {entry.path}: its blob is missing. Pull the model again to repair it.")
+                    warn(path, f"broken link {path}: its blob is missing. Pull the model again to repair it.")
                     missing.append(prefix + name)
                 else:
-                    warn(entry.path, f"cannot stat {entry.path}; skipped.")
+                    warn(path, f"cannot stat {path}; skipped.")
                 continue
             if stat.S_ISDIR(result.st_mode):  # a link to a folder is no file, as huggingface_hub sees it
                 continue
             copies += not is_link
-            entries.append(
-                (prefix + name, entry.path, is_link, result.st_size, (result.st_dev, result.st_ino), result.st_atime, result.st_mtime)
-            )
+            add((prefix + name, path, is_link, result.st_size, (result.st_dev, result.st_ino), result.st_atime, result.st_mtime))
     return entries, missing, copies, folders

@@ -36,7 +36,7 @@ def du(pattern: str | None, as_json: bool) -> None:
     from modelmgr.commands._common import matches
 
     config = get_config()
-    info = scan_cache(config.scan_dirs, reuse=True)
+    info = scan_cache(config.scan_dirs, reuse=True, parallel=True)
     for warning in info.warnings:
         click.echo(f"Warning: {warning}", err=True)
     repos = sorted((r for r in info.repos if matches(pattern, r)), key=lambda r: (-r.size_on_disk, r.display_id.lower()))

@@ -55,7 +55,7 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
     from modelmgr.cache.recency import all_last_used
 
     config = get_config()
-    info = scan_cache(config.scan_dirs, reuse=True)
+    info = scan_cache(config.scan_dirs, reuse=True, parallel=True)
     for warning in info.warnings:
         click.echo(f"Warning: {warning}", err=True)
     # When `run`/`load` last used each model, recorded in any of the caches.

@@ -1,0 +1,184 @@
+"""A large cache read by forked helpers (``cache/scan_workers.py``) reads exactly as in one process:
+the same repos and warnings in the same order; a helper that dies or cannot answer costs only
+time; an interrupted scan leaves no helper behind."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from modelmgr.cache import scan_workers
+from modelmgr.cache.scan import scan_cache
+
+from .helpers import run_modelmgr
+from .test_cache import C1, C2, build_repo, standard_cache
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="helpers are forked on Linux only")
+
+
+@pytest.fixture
+def forks(monkeypatch) -> list[int]:
+    """The pids of the helpers forked, as the parent saw them. The servers other tests leave
+    running are threads of this process, which would keep it from forking at all; they do not
+    touch what a helper does."""
+    monkeypatch.setattr(scan_workers.threading, "active_count", lambda: 1)
+    real, pids = os.fork, []
+
+    def counting() -> int:
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", counting)
+    return pids
+
+
+REVISIONS = 3 + 36 * 2 + 1 + 1  # in varied_cache
+
+
+def varied_cache(cache: Path) -> None:
+    """Forty repos: two revisions each, and among them every kind of trouble the scan warns about."""
+    cache.mkdir(parents=True, exist_ok=True)
+    standard_cache(cache)
+    for index in range(36):
+        build_repo(cache, f"org/model-{index:02d}", {C1: {"config.json": b"{}" * index, "w.safetensors": b"w" * (index + 1)},
+                                                     C2: {"config.json": b"{}" * index, "w.safetensors": b"v" * (index + 2)}},
+                   refs={"main": C2, "v1": C1})
+    broken = build_repo(cache, "org/broken", {C1: {"w.safetensors": b"gone"}}, refs={"main": C1})
+    for blob in broken.blobs.iterdir():
+        blob.unlink()
+    dangling = build_repo(cache, "org/dangling", {C1: {"a.json": b"a"}}, refs={"main": C2})
+    (dangling.ref("bad")).write_text("../../outside")
+
+
+def test_a_cache_read_by_helpers_is_the_cache_read_in_one_process(tmp_path, monkeypatch, forks):
+    cache = tmp_path / "hub"
+    varied_cache(cache)
+    monkeypatch.setenv("MODELMGR_SCAN_INDEX", "0")
+    monkeypatch.setenv(scan_workers.SETTING, "1")
+    alone = scan_cache([cache], reuse=True, parallel=True)
+    assert forks == []
+    monkeypatch.setattr(scan_workers, "CHUNK", 2)  # twenty chunks for three processes to share
+    monkeypatch.setenv(scan_workers.SETTING, "3")
+    shared = scan_cache([cache], reuse=True, parallel=True)
+    assert len(forks) == 2
+
+    assert [repo.repo_id for repo in shared.repos] == [repo.repo_id for repo in alone.repos]
+    assert shared.repos == alone.repos  # every field the dataclasses compare
+    assert [repo.content for repo in shared.repos] == [repo.content for repo in alone.repos]
+    assert shared.warnings == alone.warnings and len(alone.warnings) >= 3  # same lines, same order
+    assert shared.size_on_disk == alone.size_on_disk
+    # Raw file entries are not kept by a summary scan, whoever read the repo; they are read again when asked for.
+    model = next(repo for repo in shared.repos if repo.repo_id == "org/model")
+    assert all(revision.scanned is None for revision in model.revisions)
+    full = next(repo for repo in scan_cache([cache]).repos if repo.repo_id == "org/model")
+    assert [revision.files for revision in model.revisions] == [revision.files for revision in full.revisions]
+
+
+def slow_square(item: int, warn) -> int:
+    time.sleep(0.02)  # long enough that the parent cannot take every item before the helper starts
+    warn(f"/item/{item}", f"item {item} read by {os.getpid()}")
+    return item * item
+
+
+def test_the_work_is_shared_and_put_back_in_order(forks, monkeypatch):
+    monkeypatch.setattr(scan_workers, "CHUNK", 1)
+    warnings: list[tuple[str, str]] = []
+    parent = os.getpid()
+    results = scan_workers.scan_split(list(range(12)), slow_square, lambda p, m: warnings.append((p, m)), 2,
+                                      pack=lambda r: r, unpack=lambda r: r)
+    assert results == [item * item for item in range(12)]
+    assert [path for path, _ in warnings] == [f"/item/{item}" for item in range(12)]
+    readers = {message.rsplit(" ", 1)[1] for _, message in warnings}
+    assert str(parent) in readers and str(forks[0]) in readers  # both processes took items
+
+
+def test_a_helper_that_dies_costs_only_time(forks, monkeypatch):
+    monkeypatch.setattr(scan_workers, "CHUNK", 1)
+    parent = os.getpid()
+
+    def dies_in_helper(item: int, warn) -> int:
+        if os.getpid() != parent:
+            time.sleep(0.05)  # let the parent take a few items too
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(0.01)
+        return item + 1
+
+    results = scan_workers.scan_split(list(range(10)), dies_in_helper, lambda p, m: None, 2,
+                                      pack=lambda r: r, unpack=lambda r: r)
+    assert results == [item + 1 for item in range(10)]
+    assert len(forks) == 1
+
+
+def test_a_helper_that_cannot_send_its_answer_costs_only_time(forks, monkeypatch):
+    monkeypatch.setattr(scan_workers, "CHUNK", 1)
+    results = scan_workers.scan_split(list(range(8)), slow_square, lambda p, m: None, 2,
+                                      pack=lambda r: object(), unpack=lambda r: r)  # marshal refuses an object()
+    assert results == [item * item for item in range(8)]
+    assert len(forks) == 1
+
+
+def test_an_interrupted_scan_leaves_no_helper_behind(forks, monkeypatch):
+    monkeypatch.setattr(scan_workers, "CHUNK", 1)
+    parent = os.getpid()
+
+    def interrupted(item: int, warn) -> int:
+        time.sleep(0.01)
+        if os.getpid() == parent and item >= 2:
+            raise KeyboardInterrupt
+        return item
+
+    with pytest.raises(KeyboardInterrupt):
+        scan_workers.scan_split(list(range(50)), interrupted, lambda p, m: None, 2, pack=lambda r: r, unpack=lambda r: r)
+    assert len(forks) == 1
+    with pytest.raises(ChildProcessError):
+        os.waitpid(forks[0], os.WNOHANG)  # reaped already: no zombie, no orphan still reading
+
+
+def test_how_many_processes(monkeypatch):
+    warned: list[str] = []
+    warn = lambda path, message: warned.append(message)  # noqa: E731
+    real_count = threading.active_count
+    monkeypatch.setattr(scan_workers.threading, "active_count", lambda: 1)  # see forks()
+    monkeypatch.delenv(scan_workers.SETTING, raising=False)
+    assert scan_workers.process_count(scan_workers.MIN_REPOS_PER_PROCESS - 1, warn) == 1  # too few to pay
+    cpus = len(os.sched_getaffinity(0))
+    assert scan_workers.process_count(100_000, warn) == min(cpus, scan_workers.MAX_PROCESSES)
+    monkeypatch.setenv(scan_workers.SETTING, "1")
+    assert scan_workers.process_count(100_000, warn) == 1
+    monkeypatch.setenv(scan_workers.SETTING, "3")
+    assert scan_workers.process_count(10, warn) == 3  # asked for: taken as it is
+    assert warned == []
+    monkeypatch.setenv(scan_workers.SETTING, "many")
+    assert scan_workers.process_count(10, warn) == 1
+    assert warned == ["MODELMGR_SCAN_WORKERS='many' is not a number of processes (1 reads in this process only); ignored."]
+    # A process with other threads never forks: the child would inherit locks those threads hold.
+    monkeypatch.setenv(scan_workers.SETTING, "3")
+    monkeypatch.setattr(scan_workers.threading, "active_count", real_count)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert scan_workers.process_count(100_000, warn) == 1
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_list_and_du_print_the_same_with_and_without_helpers(tmp_path):
+    cache = tmp_path / "hub"
+    varied_cache(cache)
+    env = {"HF_HUB_CACHE": str(cache), "MODELMGR_SCAN_INDEX": "0"}
+    for command in (["list", "--json"], ["du", "--json"], ["list"]):
+        alone = run_modelmgr(*command, env={**env, scan_workers.SETTING: "1"})
+        shared = run_modelmgr(*command, env={**env, scan_workers.SETTING: "2"})
+        assert alone.code == shared.code == 0, alone.err + shared.err
+        assert shared.out == alone.out and shared.err == alone.err
+        assert "org/model-35" in shared.out and "broken link" in shared.err
