@@ -132,6 +132,9 @@ def _wants_debug(argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script. Called with ``argv`` (tests, other programs) it ends by SystemExit;
+    as the program itself (no ``argv``) it may end the process at once (``_leave``)."""
+    as_program = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = _wants_debug(argv)
     try:
@@ -171,4 +174,31 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: unexpected {type(exc).__name__}: {exc}. Rerun with --debug for the traceback and report it.", err=True)
         code = 1
     _end_debug()
+    if as_program:
+        _leave(code or 0)
     sys.exit(code or 0)
+
+
+def _leave(code: int) -> None:
+    """End the process now when nothing but the interpreter's teardown is left to run.
+
+    That teardown frees every object one by one: some 15 ms after any command, more after `list`
+    on a large cache. Where no other thread runs and no exit handler is registered (``atexit``:
+    logging, weakref finalizers such as tempfile's, multiprocessing all register one), it would
+    do nothing else, so once the output is flushed the process ends without it, as mypy's does.
+    Files are never left half-written either way: commands put them in place by renaming them
+    once complete. Returns (to a normal exit) when any of that cannot be told."""
+    import atexit
+
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    registered = getattr(atexit, "_ncallbacks", None)  # CPython's
+    if registered is None or registered() > 0:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stream: let the normal exit deal with it
+        return
+    os._exit(code)

@@ -1,12 +1,15 @@
 """A large cache read by forked helpers (``cache/scan_workers.py``) reads exactly as in one process:
 the same repos and warnings in the same order; a helper that dies or cannot answer costs only
-time; an interrupted scan leaves no helper behind."""
+time; an interrupted scan leaves no helper behind. And the command line, which ends the process
+without the interpreter's teardown where nothing else would run, still prints all it has."""
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -182,3 +185,31 @@ def test_list_and_du_print_the_same_with_and_without_helpers(tmp_path):
         assert alone.code == shared.code == 0, alone.err + shared.err
         assert shared.out == alone.out and shared.err == alone.err
         assert "org/model-35" in shared.out and "broken link" in shared.err
+
+
+def test_the_command_line_ends_at_once_only_when_nothing_else_would_run(tmp_path):
+    """Without the interpreter's teardown the output is still all there, and the exit code is kept;
+    an exit handler someone registered still runs."""
+    cache = tmp_path / "hub"
+    varied_cache(cache)
+    env = {**os.environ, "HF_HUB_CACHE": str(cache)}
+    listed = run_modelmgr("list", "--json", env=env)
+    assert listed.code == 0 and len(json.loads(listed.out)) == REVISIONS
+    assert run_modelmgr("list", "--sort", "sideways", env=env).code == 2
+    script = textwrap.dedent("""
+        import atexit, sys
+        from modelmgr.cli import main
+        atexit.register(lambda: print("handler ran"))
+        sys.argv = ["modelmgr", "list", "--json"]
+        main()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("handler ran")
+
+
+def test_ending_at_once_flushes_what_was_written_and_keeps_the_code():
+    script = "import sys\nfrom modelmgr.cli import _leave\nsys.stdout.write('buffered')\nsys.stderr.write('also')\n_leave(3)\nprint('not reached')\n"
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}  # a pipe: block-buffered
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "buffered", "also")
