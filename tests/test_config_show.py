@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,30 @@ def test_the_system_file_is_where_platformdirs_puts_it(capsys, layers):
     assert lines[0].split()[:2] == ["system", str(layers["system"])]
     assert lines[1].split()[:2] == ["user", str(layers["user"])]
     assert lines[2].split()[:2] == ["project", str(layers["project"])]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere platformdirs itself answers")
+@pytest.mark.parametrize("variables", [
+    {},
+    {"XDG_CONFIG_HOME": "/somewhere/config", "XDG_CONFIG_DIRS": "/first:/second"},
+    {"XDG_CONFIG_HOME": "relative/config", "XDG_CONFIG_DIRS": "relative:/second"},
+    {"XDG_CONFIG_HOME": "", "XDG_CONFIG_DIRS": ""},
+    {"XDG_CONFIG_HOME": "/trailing/slash/", "XDG_CONFIG_DIRS": "/etc/site/:"},
+    {"HOME": "/home/someone/"},
+    {"HOME": "not/absolute"},
+])
+def test_the_config_folders_are_where_platformdirs_puts_them(monkeypatch, variables):
+    """modelmgr works the two folders out itself on Linux (importing platformdirs costs every
+    command some 7 ms): the answers must be platformdirs' own, whatever the variables hold."""
+    import platformdirs
+
+    from modelmgr.project.dirs import config_dirs
+
+    for name in ("XDG_CONFIG_HOME", "XDG_CONFIG_DIRS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert config_dirs() == (Path(platformdirs.site_config_dir("modelmgr")), Path(platformdirs.user_config_dir("modelmgr")))
 
 
 def test_every_value_names_its_source_across_all_layers(capsys, monkeypatch, layers, tmp_path):

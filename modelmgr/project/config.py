@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
 from modelmgr.fsutil import read_small
+from modelmgr.project.dirs import config_dirs
 from modelmgr.project.endpoints import Endpoint, make_endpoint, merge_endpoints, redact_url
 from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
     PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
@@ -160,12 +161,11 @@ def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None =
                  skipped: list[Path] | None = None) -> list[tuple[str, Path]]:
     """The files consulted, lowest precedence first, whether or not they exist. Project files
     another user owns are not consulted; ``skipped`` collects them."""
-    import platformdirs  # ~10 ms; only needed when a config is actually loaded
-
     environ = os.environ if environ is None else environ
-    files = [("system", Path(platformdirs.site_config_dir("modelmgr")) / "config.toml")]
+    system, user = config_dirs(environ)
+    files = [("system", system / "config.toml")]
     explicit = environ.get("MODELMGR_CONFIG")
-    files.append(("user", Path(explicit).expanduser() if explicit else Path(platformdirs.user_config_dir("modelmgr")) / "config.toml"))
+    files.append(("user", Path(explicit).expanduser() if explicit else user / "config.toml"))
     project = find_project_file(cwd or Path.cwd(), skipped=skipped)
     if project is not None:
         files.append(("project", project))
