@@ -1,6 +1,8 @@
 """``modelmgr list``: one row per cached revision, from every cache directory."""
 from __future__ import annotations
 
+from datetime import datetime, timezone  # click imports it anyway: no cost at start
+
 import click
 
 from modelmgr.commands._common import matches
@@ -9,8 +11,6 @@ SORT_KEYS = ("name", "size", "modified", "used")
 
 
 def iso_utc(timestamp: float) -> str:
-    from datetime import datetime, timezone
-
     return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
@@ -77,27 +77,37 @@ def list_command(pattern: str | None, sort_key: str, as_json: bool) -> None:
 
     weights = {revision.snapshot_dir: weights_of(revision) for _, revision in rows}
     if as_json:
-        echo_json([
-            {
-                "id": repo.display_id,
-                "repo_id": repo.repo_id,
-                "repo_type": repo.repo_type,
+        # What rows of one repo share, worked out once per repo.
+        shared = {
+            id(repo): {
+                "id": repo.display_id, "repo_id": repo.repo_id, "repo_type": repo.repo_type, "cache_dir": str(repo.cache_dir),
+                "read_only": repo.read_only, "last_used": iso_utc(used[repo.folder_name]) if repo.folder_name in used else None,
+            }
+            for repo in repos
+        }
+        records = []
+        for repo, revision in rows:
+            common = shared[id(repo)]
+            kind, quantizations = weights[revision.snapshot_dir]
+            records.append({
+                "id": common["id"],
+                "repo_id": common["repo_id"],
+                "repo_type": common["repo_type"],
                 "revision": revision.commit,
                 "refs": revision.sorted_refs,
                 "size_bytes": revision.size_on_disk,
                 "files": revision.nb_files,
-                "format": weights[revision.snapshot_dir][0],
-                "quantizations": weights[revision.snapshot_dir][1],
+                "format": kind,
+                "quantizations": quantizations,
                 "path": revision.snapshot_dir,
                 "last_modified": iso_utc(revision.last_modified),
                 "incomplete": revision.incomplete,
                 "missing": list(revision.missing),
-                "cache_dir": str(repo.cache_dir),
-                "read_only": repo.read_only,
-                "last_used": iso_utc(used[repo.folder_name]) if repo.folder_name in used else None,
-            }
-            for repo, revision in rows
-        ])
+                "cache_dir": common["cache_dir"],
+                "read_only": common["read_only"],
+                "last_used": common["last_used"],
+            })
+        echo_json(records)
         return
 
     if not rows:
