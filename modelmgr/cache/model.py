@@ -300,12 +300,17 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 def weights_summary(relative_names) -> tuple[str | None, tuple[str, ...]]:
     """The weight format of a snapshot from its files' relative names, and its top-level GGUF files:
     safetensors win (a repo with both loads those), then GGUF, then pickles."""
-    top = [name for name in relative_names if "/" not in name]
-    if any(name.endswith(".safetensors") for name in top):
-        return "safetensors", ()
-    gguf = tuple(sorted(name for name in top if name.lower().endswith(".gguf")))
+    gguf: list[str] = []
+    pickles = False
+    for name in relative_names:  # one pass, ended by the first safetensors file (the common case)
+        if "/" in name:
+            continue
+        if name.endswith(".safetensors"):
+            return "safetensors", ()
+        if name.lower().endswith(".gguf"):
+            gguf.append(name)
+        elif name.endswith(PICKLE_SUFFIXES):
+            pickles = True
     if gguf:
-        return "gguf", gguf
-    if any(name.endswith(PICKLE_SUFFIXES) for name in top):
-        return "pickle", ()
-    return None, ()
+        return "gguf", tuple(sorted(gguf))
+    return ("pickle" if pickles else None), ()

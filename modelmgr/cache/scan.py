@@ -247,15 +247,15 @@ def _read_manifests(entries: list[os.DirEntry], warn: Warn) -> dict[str, tuple[l
     return manifests
 
 
-def _distinct_blobs(places: list, hops: dict[str, str]) -> int:
-    """How many distinct blobs (first hops) these (path, is_link) places of one inode name."""
-    if len(places) == 1:
+def _distinct_blobs(entries: list, hops: dict[str, str]) -> int:
+    """How many distinct blobs (first hops) these scanned entries of one inode name."""
+    if len(entries) == 1:
         return 1
     names = set()
-    for path, is_link in places:
-        hop = hops.get(path)
+    for entry in entries:
+        hop = hops.get(entry[PATH])
         if hop is None:
-            hop = hops[path] = first_hop(path, is_link)
+            hop = hops[entry[PATH]] = first_hop(entry[PATH], entry[LINK])
         names.add(hop)
     return len(names)
 
@@ -306,7 +306,7 @@ def _scan_repo(
         if not any(partial_download(name) for name in _names(repo_path + sep + BLOBS)):
             note(repo_path, f"{repo_path} has no snapshots/ folder; it holds no usable revision.")
 
-    # Per inode: [size, atime, mtime, [(path, is_link), ...]] over the whole repo.
+    # Per inode: [size, atime, mtime, [scanned entry, ...]] over the whole repo.
     content: dict[tuple[int, int], list] = {}
     hops: dict[str, str] = {}
     blobs: dict[str, os.stat_result | None] = {}  # lstat of blobs/{name}, filled by scan_snapshot
@@ -347,14 +347,13 @@ def _scan_repo(
                 last_modified = entry[MTIME]
         size = 0
         for key, group in places.items():
-            where = [(entry[PATH], entry[LINK]) for entry in group]
             held = content.get(key)
             if held is None:
                 first = group[0]
-                held = content[key] = [first[SIZE], first[ATIME], first[MTIME], where]
+                held = content[key] = [first[SIZE], first[ATIME], first[MTIME], group]
             else:
-                held[3].extend(where)
-            size += held[0] if len(where) == 1 else held[0] * _distinct_blobs(where, hops)
+                held[3] = held[3] + group
+            size += held[0] if len(group) == 1 else held[0] * _distinct_blobs(group, hops)
         if not entries:
             try:
                 last_modified = snapshot.stat().st_mtime
