@@ -120,6 +120,29 @@ def test_a_helper_that_dies_costs_only_time(forks, monkeypatch):
     assert len(forks) == 1
 
 
+def test_what_a_helper_sent_before_it_died_is_kept(forks, monkeypatch):
+    monkeypatch.setattr(scan_workers, "CHUNK", 1)
+    parent, read_here = os.getpid(), []
+
+    def dies_after_three(item: int, warn) -> tuple[int, int]:
+        time.sleep(0.02)
+        if os.getpid() == parent:
+            read_here.append(item)
+        else:
+            dies_after_three.count += 1  # the helper's own copy of the count
+            if dies_after_three.count > 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return item, os.getpid()
+
+    dies_after_three.count = 0
+    results = scan_workers.scan_split(list(range(12)), dies_after_three, lambda p, m: None, 2,
+                                      pack=lambda r: r, unpack=tuple)
+    assert [item for item, _ in results] == list(range(12))
+    by_helper = [item for item, pid in results if pid == forks[0]]
+    assert len(by_helper) == 3  # sent before it died, and not read again here
+    assert not set(by_helper) & set(read_here)
+
+
 def test_a_helper_that_cannot_send_its_answer_costs_only_time(forks, monkeypatch):
     monkeypatch.setattr(scan_workers, "CHUNK", 1)
     results = scan_workers.scan_split(list(range(8)), slow_square, lambda p, m: None, 2,

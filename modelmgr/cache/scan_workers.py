@@ -9,8 +9,9 @@ holds the GIL (tried: two threads took longer than one); processes can. So where
 The repos are cut into chunks whose numbers wait in a pipe; every process takes the next number
 when it is free (a read of one number is atomic), so a process on a busier CPU simply reads
 fewer chunks. (Fixed halves were tried first: on a virtual machine one CPU is often slower, and
-the faster process then sat waiting for the other.) Each helper sends back what it found, with
-its warnings, as marshal data; everything is put back in folder order.
+the faster process then sat waiting for the other.) Each helper sends every chunk, with its
+warnings, as marshal data once it is read; this process takes in what arrived between its own
+chunks, and puts everything back in folder order.
 
 A fork is made only where it is safe and pays for itself:
 
@@ -22,7 +23,7 @@ A fork is made only where it is safe and pays for itself:
   other number is taken as it is, whatever the count of CPUs and repos).
 
 A helper never decides the result: one that fails in any way (killed, an exception, a short or
-garbled answer) costs only time, since the chunks nobody answered for are then read here.
+garbled answer) costs only time, since the chunks nobody sent whole are then read here.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from modelmgr.cache.walk import Warn
 
 MIN_REPOS_PER_PROCESS = 150  # below this, forking and merging cost more than reading in one process
 MAX_PROCESSES = 4  # past this, the disk and the merge in this process dominate
-CHUNK = 16  # repos a process takes at a time: a few milliseconds of work
+CHUNK = 8  # repos a process takes at a time: a millisecond or two of work
 MAX_CHUNKS = 1024  # the chunk numbers (4 bytes each) fit in one page of the pipe, written before any fork
 SETTING = "MODELMGR_SCAN_WORKERS"
 
@@ -82,23 +83,29 @@ def scan_split(
         os.write(queue_write, b"".join(number.to_bytes(4, "little") for number in range(len(chunks))))
     finally:
         os.close(queue_write)  # readers see the end of the queue once it is empty
-    helpers: list[tuple[int, int]] = []  # (pid, the read end of its answer pipe)
+    helpers: list[_Helper] = []
+    done: dict[int, list] = {}
+
+    def keep(chunk: Chunk) -> None:  # one of this process's chunks is read: take in what helpers sent meanwhile
+        done[chunk[0]] = chunk[1]
+        for helper in helpers:
+            helper.drain()
+
     # A fork shares this process's memory page by page until either side writes to a page. The
     # collector writes to every object it visits, so a full collection on either side would copy
     # the whole heap: what exists now is frozen out of its reach until the helpers are done.
     gc.freeze()
     try:
         for _ in range(processes - 1):
-            helpers.append(_start_helper(queue_read, chunks, scan_one, pack))
-        done: dict[int, list] = dict(_take_chunks(queue_read, chunks, scan_one, lambda result: result))
+            helpers.append(_Helper(queue_read, chunks, scan_one, pack))
+        _take_chunks(queue_read, chunks, scan_one, lambda result: result, keep)
         while helpers:
-            pid, answer_read = helpers.pop()
-            for number, answers in _decode(_collect(pid, answer_read), chunks, unpack):
+            for number, answers in _decode(helpers.pop().finish(), chunks, unpack):
                 done.setdefault(number, answers)
         results = []
         for number, part in enumerate(chunks):
-            if number not in done:  # taken by a helper that failed: read here
-                done.update(_run_chunk(number, part, scan_one, lambda result: result))
+            if number not in done:  # taken by a helper that failed before sending it: read here
+                done[number] = _run_chunk(number, part, scan_one, lambda result: result)[1]
             for result, warnings in done[number]:
                 for path, message in warnings:
                     warn(path, message)
@@ -106,88 +113,110 @@ def scan_split(
         return results
     finally:
         os.close(queue_read)
-        for pid, answer_read in helpers:  # an exception (Ctrl-C) left these running
-            _stop(pid, answer_read)
+        for helper in helpers:  # an exception (Ctrl-C) left these running
+            helper.stop()
         gc.unfreeze()
 
 
-def _take_chunks(queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any]) -> list[Chunk]:
-    """Read chunks, numbers taken from the queue, until it is empty."""
-    found: list[Chunk] = []
+def _take_chunks(queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any],
+                 after: Callable[[Chunk], None]) -> None:
+    """Read chunks, their numbers taken from the queue, until it is empty; ``after`` gets each."""
     while True:
         number = os.read(queue_read, 4)
         if len(number) != 4:
-            return found
+            return
         number = int.from_bytes(number, "little")
-        found.extend(_run_chunk(number, chunks[number], scan_one, pack))
+        after(_run_chunk(number, chunks[number], scan_one, pack))
 
 
-def _run_chunk(number: int, part: Sequence, scan_one: ScanOne, pack: Callable[[Any], Any]) -> list[Chunk]:
+def _run_chunk(number: int, part: Sequence, scan_one: ScanOne, pack: Callable[[Any], Any]) -> Chunk:
     answers = []
     for item in part:
         warnings: list[tuple[str, str]] = []
         answers.append((pack(scan_one(item, lambda path, message: warnings.append((path, message)))), warnings))
-    return [(number, answers)]
+    return number, answers
 
 
-def _start_helper(queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any]) -> tuple[int, int]:
-    answer_read, answer_write = os.pipe()
-    pid = os.fork()
-    if pid:
-        os.close(answer_write)
-        return pid, answer_read
-    # The helper. Whatever happens, it leaves by os._exit: never through this process's atexit
-    # handlers or its buffered stdout, and never back into the caller's code.
-    code = 1
-    try:
-        os.close(answer_read)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it at once; the parent cleans up
-        gc.disable()  # short-lived, and a scan makes no reference cycles: collecting would only copy pages
-        view = memoryview(marshal.dumps(_take_chunks(queue_read, chunks, scan_one, pack)))
-        while view:
-            view = view[os.write(answer_write, view):]
-        code = 0
-    finally:
-        os._exit(code)
+class _Helper:
+    """A forked process taking chunks from the queue; it sends each chunk as soon as it is read,
+    as a frame (4-byte length, then marshal data), so that little is left to send at the end."""
+
+    def __init__(self, queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any]) -> None:
+        self.received = bytearray()
+        answer_read, answer_write = os.pipe()
+        self.pid = os.fork()
+        if self.pid:
+            os.close(answer_write)
+            os.set_blocking(answer_read, False)  # drained between this process's own chunks
+            self.answer_read = answer_read
+            return
+        # The helper. Whatever happens, it leaves by os._exit: never through this process's atexit
+        # handlers or its buffered stdout, and never back into the caller's code.
+        code = 1
+        try:
+            os.close(answer_read)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it at once; the parent cleans up
+            gc.disable()  # short-lived, and a scan makes no reference cycles: collecting would only copy pages
+
+            def send(chunk: Chunk) -> None:
+                frame = marshal.dumps(chunk)
+                view = memoryview(len(frame).to_bytes(4, "little") + frame)
+                while view:
+                    view = view[os.write(answer_write, view):]
+
+            _take_chunks(queue_read, chunks, scan_one, pack, send)
+            code = 0
+        finally:
+            os._exit(code)
+
+    def drain(self) -> None:
+        """Take what the helper has sent so far, without waiting."""
+        try:
+            while True:
+                part = os.read(self.answer_read, 1 << 20)
+                if not part:
+                    return
+                self.received += part
+        except BlockingIOError:
+            pass
+
+    def finish(self) -> bytes:
+        """Everything the helper sent, once it has ended."""
+        try:
+            os.set_blocking(self.answer_read, True)
+            self.drain()
+        finally:
+            os.close(self.answer_read)
+            os.waitpid(self.pid, 0)
+        return bytes(self.received)
+
+    def stop(self) -> None:
+        os.close(self.answer_read)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
-def _collect(pid: int, answer_read: int) -> bytes | None:
-    """What the helper wrote, once it has ended; None unless it ended well."""
-    parts = []
-    try:
-        while True:
-            part = os.read(answer_read, 1 << 20)
-            if not part:
-                break
-            parts.append(part)
-    finally:
-        os.close(answer_read)
-        _, status = os.waitpid(pid, 0)
-    return b"".join(parts) if status == 0 else None
-
-
-def _decode(data: bytes | None, chunks: list, unpack: Callable[[Any], Any]) -> list[Chunk]:
-    """The chunks a helper answered for; none at all when its answer is not whole."""
-    if data is None:
-        return []
-    try:
-        answer = marshal.loads(data)
-        decoded = []
-        for number, answers in answer:
+def _decode(data: bytes, chunks: list, unpack: Callable[[Any], Any]) -> list[Chunk]:
+    """The chunks whose frames arrived whole, decoded; a helper that ended early (killed, an
+    exception) sent whole frames before it, and the rest of its chunks are read again."""
+    decoded: list[Chunk] = []
+    position = 0
+    while position + 4 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "little")
+        frame = data[position + 4:position + 4 + length]
+        position += 4 + length
+        if len(frame) != length:
+            break  # cut short
+        try:
+            number, answers = marshal.loads(frame)
             if type(number) is not int or not 0 <= number < len(chunks) or len(answers) != len(chunks[number]):
-                return []
+                break
             if not all(type(path) is str and type(message) is str for _, warnings in answers for path, message in warnings):
-                return []
+                break
             decoded.append((number, [(unpack(packed), warnings) for packed, warnings in answers]))
-    except (EOFError, ValueError, TypeError, IndexError):
-        return []
+        except (EOFError, ValueError, TypeError, IndexError):
+            break
     return decoded
-
-
-def _stop(pid: int, answer_read: int) -> None:
-    os.close(answer_read)
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
