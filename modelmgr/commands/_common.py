@@ -25,47 +25,47 @@ def dumps_indented(data: Any) -> str:
     """``json.dumps(data, indent=2, default=str)``, byte for byte, for lists of flat records.
 
     With ``indent`` the json module falls back to its pure-Python encoder, which took a tenth of
-    `list --json` on a large cache; records of strings, numbers, booleans and lists of those (what
-    the commands print) are written here with the C string encoder instead. Anything else goes
-    to json.dumps itself."""
+    `list --json` on a large cache. Records of strings, integers, booleans, None and lists of
+    strings (what the commands print) are written here instead: each shape of record (its keys,
+    in order) becomes one %-template, filled with values the C string encoder quoted. Anything
+    else goes to json.dumps itself."""
     import json  # only the --json paths pay for it
     from json.encoder import encode_basestring_ascii as quote
 
-    def scalar(value: Any) -> str | None:
-        if isinstance(value, str):
-            return quote(value)
-        if value is None:
-            return "null"
-        if value is True:
-            return "true"
-        if value is False:
-            return "false"
-        if type(value) is int:
-            return int.__repr__(value)
-        return None
+    constants = {None: "null", True: "true", False: "false"}
 
-    if not isinstance(data, list) or not all(type(row) is dict for row in data) or not data:
+    def scalar(value: Any) -> str:  # a value one level down, as json.dumps(indent=2) writes it
+        kind = type(value)
+        if kind is str:
+            return quote(value)
+        if kind is int:
+            return int.__repr__(value)
+        if kind is bool or value is None:
+            return constants[value]
+        if kind is list:
+            if not value:
+                return "[]"
+            if all(type(item) is str for item in value):
+                return "[\n" + ",\n".join(["      " + quote(item) for item in value]) + "\n    ]"
+        raise TypeError(kind)  # a float, a nested object: json.dumps formats those its own way
+
+    if not isinstance(data, list) or not data or not all(type(row) is dict and row for row in data):
         return json.dumps(data, indent=2, default=str)
-    out = ["["]
-    for position, row in enumerate(data):
-        if not row:
-            return json.dumps(data, indent=2, default=str)
-        fields = []
-        for key, value in row.items():
-            if type(key) is not str:
-                return json.dumps(data, indent=2, default=str)
-            text = scalar(value)
-            if text is None:
-                if type(value) is not list:
-                    return json.dumps(data, indent=2, default=str)
-                items = [scalar(item) for item in value]
-                if None in items:
-                    return json.dumps(data, indent=2, default=str)
-                text = "[\n" + ",\n".join("      " + item for item in items) + "\n    ]" if items else "[]"
-            fields.append(f"    {quote(key)}: {text}")
-        out.append("  {\n" + ",\n".join(fields) + ("\n  }," if position < len(data) - 1 else "\n  }"))
-    out.append("]")
-    return "\n".join(out)
+    templates: dict[tuple, str] = {}
+    out = []
+    try:
+        for row in data:
+            keys = tuple(row)
+            template = templates.get(keys)
+            if template is None:
+                if not all(type(key) is str for key in keys):
+                    raise TypeError(keys)
+                template = templates[keys] = "  {\n" + ",\n".join(
+                    f"    {quote(key).replace('%', '%%')}: %s" for key in keys) + "\n  }"
+            out.append(template % tuple(map(scalar, row.values())))
+    except TypeError:
+        return json.dumps(data, indent=2, default=str)
+    return "[\n" + ",\n".join(out) + "\n]"
 
 
 def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, right: Iterable[int] = ()) -> str:
