@@ -1,14 +1,16 @@
 """huggingface_hub's cache layout, scanned into the dataclasses of ``model.py``.
 
 The scan is what ``modelmgr list``, ``du`` and ``rm`` stand on, so it is written for speed: one
-``os.scandir`` per folder and one ``stat`` per snapshot file, plain strings and tuples below the
-revision level, and nothing heavier than the standard library imported.
+``os.scandir`` per folder, one readlink per snapshot link and one lstat per blob those name
+(``walk.py``), plain strings and tuples below the revision level, nothing heavier than the standard
+library imported, and a large cache read by several processes at once (``scan_workers.py``).
 
-The scan tells blobs apart by inode and reads links only where two files share one (so a
-hard-linked duplicate counts twice, as huggingface_hub counts it). Where huggingface_hub gives up
-on a whole repo (a broken link, a dangling ref), this scan records a warning and keeps the rest.
-Everything read back is checked before use: a ref that holds anything but a 40-hex commit, a
-manifest of the wrong shape, a FIFO where a file should be, all become warnings, never paths.
+The scan tells blobs apart by inode and counts each by its link's first hop, as huggingface_hub
+does (so a hard-linked duplicate counts twice). Where huggingface_hub gives up on a whole repo (a
+broken link, a dangling ref), this scan records a warning and keeps the rest. Everything read back
+is checked before use (refs and manifests in ``repo_files.py``): a ref that holds anything but a
+40-hex commit, a manifest of the wrong shape, a FIFO where a file should be, all become warnings,
+never paths.
 
 modelmgr's pull writes ``{repo}/.modelmgr/manifests/{commit}.json`` listing the files a snapshot is
 meant to hold; a revision whose manifest names a file the snapshot lacks is *incomplete*. Without a
@@ -20,19 +22,16 @@ index (``scan_index.py``); ``MODELMGR_SCAN_INDEX=0`` turns it off.
 """
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Sequence
 
-from modelmgr.cache.layout import (
-    BLOBS, LOCKS, MANIFEST_SUFFIX, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, is_temporary_ref, parse_folder_name,
-    partial_download,
-)
+from modelmgr.cache.layout import BLOBS, LOCKS, MANIFESTS, MODELMGR_DIR, REFS, SNAPSHOTS, parse_folder_name, partial_download
 from modelmgr.cache.model import (
     CachedRepo, CachedRevision, CacheInfo, ScanWarning, plain_repo, repo_from_plain, unique_size, weights_summary,
 )
-from modelmgr.fsutil import read_small
-from modelmgr.project.names import is_commit, is_safe_path
+from modelmgr.cache.repo_files import read_manifests, read_refs
 from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FILES, Warn, first_hop, scan_snapshot
 
 # Top-level entries of a cache that belong to huggingface_hub and are not repos: its lock folder,
@@ -40,8 +39,6 @@ from modelmgr.cache.walk import ATIME, KEY, LINK, MTIME, PATH, REL, SIZE, OS_FIL
 _NOT_REPOS = frozenset({LOCKS, "CACHEDIR.TAG", BLOBS, "version.txt", *OS_FILES})
 # Repo kinds huggingface_hub caches but modelmgr does not administer: skipped without a warning.
 _FOREIGN_KINDS = ("kernels--",)
-MAX_REF_BYTES = 256  # a ref holds 40 hex digits; anything much longer is no ref
-MAX_MANIFEST_BYTES = 64 << 20  # some 300,000 files: far beyond any model repo
 
 
 def scan_cache(
@@ -61,9 +58,17 @@ def scan_cache(
     dirs = tuple(Path(os.path.abspath(os.path.expanduser(os.fspath(d)))) for d in cache_dirs)
     warnings: list[ScanWarning] = []
     repos: list[CachedRepo] = []
-    for index, cache_dir in enumerate(dirs):
-        repos.extend(_scan_one_cache(cache_dir, read_only=index > 0, warn=lambda path, message: warnings.append(ScanWarning(path, message)),
-                                    reuse=reuse, parallel=parallel))
+    # The scan makes many objects and no reference cycles: the collector would only walk the
+    # growing heap again and again (some 3 ms on 1000 repos). It resumes once the scan is done.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for index, cache_dir in enumerate(dirs):
+            repos.extend(_scan_one_cache(cache_dir, read_only=index > 0, reuse=reuse, parallel=parallel,
+                                         warn=lambda path, message: warnings.append(ScanWarning(path, message))))
+    finally:
+        if collecting:
+            gc.enable()
     total = unique_size(repos)
     return CacheInfo(repos=tuple(repos), warnings=tuple(warnings), size_on_disk=total, cache_dirs=dirs)
 
@@ -166,87 +171,6 @@ def _is_dir(entry: os.DirEntry) -> bool:
         return False
 
 
-def _read_refs(refs_dir: str, warn: Warn, seen: list[str] | None = None) -> dict[str, set[str]]:
-    """commit -> names of the refs pointing at it (``main``, ``v1.0``, ``refs/pr/1``). ``seen``
-    collects every folder and file read, for the scan index."""
-    by_commit: dict[str, set[str]] = {}
-    stack = [(refs_dir, "")]
-    while stack:
-        folder, prefix = stack.pop()
-        try:
-            with os.scandir(folder) as iterator:
-                entries = list(iterator)
-        except FileNotFoundError:
-            continue
-        except NotADirectoryError:
-            warn(folder, f"{folder} is a file, not a folder; refs ignored.")
-            continue
-        except OSError as exc:
-            warn(folder, f"cannot read {folder}: {exc.strerror}; refs ignored.")
-            continue
-        if seen is not None:
-            seen.append(folder)
-        for entry in entries:
-            name = prefix + entry.name
-            try:
-                # Never through a link: ``refs/loop -> .`` would walk forever, ``refs/x -> /`` the disk.
-                real_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                real_dir = False
-            if real_dir:
-                stack.append((entry.path, name + "/"))
-                continue
-            if entry.name in OS_FILES or is_temporary_ref(entry.name):
-                continue  # refs being replaced, by modelmgr or huggingface_hub, or left so by a kill
-            if seen is not None:
-                seen.append(entry.path)
-            try:
-                commit = read_small(entry.path, MAX_REF_BYTES).strip()
-            except OSError as exc:
-                warn(entry.path, f"cannot read ref {entry.path}: {exc.strerror}; ignored.")
-                continue
-            except ValueError:
-                warn(entry.path, f"ref {entry.path} is not a small text file; ignored. A ref holds a 40-hex commit.")
-                continue
-            if not commit:
-                warn(entry.path, f"ref {entry.path} is empty; ignored.")
-                continue
-            if not is_commit(commit):
-                # A ref names a snapshot folder: anything but a commit (``../../outside``) is broken.
-                warn(entry.path, f"ref {entry.path} holds {commit[:60]!r}, not a 40-hex commit; ignored. "
-                     "Pull the model again to repair it.")
-                continue
-            by_commit.setdefault(commit, set()).add(name)
-    return by_commit
-
-
-def _read_manifests(entries: list[os.DirEntry], warn: Warn) -> dict[str, tuple[list[str], float]]:
-    """commit -> (paths the manifest lists, the manifest's mtime)."""
-    import json  # only caches modelmgr pulled into pay for it
-
-    manifests: dict[str, tuple[list[str], float]] = {}
-    for entry in entries:
-        if not entry.name.endswith(MANIFEST_SUFFIX):
-            continue  # among them, manifests being written (``{commit}.json.{pid}.tmp``)
-        commit = entry.name[: -len(MANIFEST_SUFFIX)]
-        try:
-            document = json.loads(read_small(entry.path, MAX_MANIFEST_BYTES))
-            paths = [item["path"] for item in document["files"]]
-            if not is_commit(commit) or not all(is_safe_path(path) for path in paths):
-                raise TypeError
-            mtime = entry.stat().st_mtime
-        except OSError as exc:
-            warn(entry.path, f"cannot read manifest {entry.path}: {exc.strerror}; ignored.")
-            continue
-        except (ValueError, KeyError, TypeError, AttributeError):
-            warn(entry.path, f"manifest {entry.path} is not valid (expected {{\"files\": [{{\"path\": ...}}, ...]}}); ignored.")
-            continue
-        if document.get("commit", commit) != commit:
-            warn(entry.path, f"manifest {entry.path} names commit {document.get('commit')!r}, not its file name; trusting the file name.")
-        manifests[commit] = (paths, mtime)
-    return manifests
-
-
 def _distinct_blobs(entries: list, hops: dict[str, str]) -> int:
     """How many distinct blobs (first hops) these scanned entries of one inode name."""
     if len(entries) == 1:
@@ -298,10 +222,10 @@ def _scan_repo(
         snapshot_entries = None
 
     read: list[str] | None = [repo_path, snapshots_dir] if indexing else None
-    refs_by_commit = _read_refs(repo_path + sep + REFS, note, read)
+    refs_by_commit = read_refs(repo_path + sep + REFS, note, read)
     manifests_dir = repo_path + sep + MODELMGR_DIR + sep + MANIFESTS
     manifest_entries = _list_dir(manifests_dir, note)
-    manifests = _read_manifests(manifest_entries, note) if manifest_entries else {}
+    manifests = read_manifests(manifest_entries, note) if manifest_entries else {}
     if snapshot_entries is None and not manifests and not os.path.lexists(snapshots_dir):
         if not any(partial_download(name) for name in _names(repo_path + sep + BLOBS)):
             note(repo_path, f"{repo_path} has no snapshots/ folder; it holds no usable revision.")
