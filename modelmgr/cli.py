@@ -183,9 +183,10 @@ def _leave(code: int) -> None:
     """End the process now when nothing but the interpreter's teardown is left to run.
 
     That teardown frees every object one by one: some 15 ms after any command, more after `list`
-    on a large cache. Where no other thread runs and no exit handler is registered (``atexit``:
-    logging, weakref finalizers such as tempfile's, multiprocessing all register one), it would
-    do nothing else, so once the output is flushed the process ends without it, as mypy's does.
+    on a large cache. Where no other thread runs, no profiler or tracer is set and no exit handler
+    is registered (``atexit``: logging, weakref finalizers such as tempfile's, multiprocessing all
+    register one), it would do nothing else, so once the output is flushed the process ends
+    without it, as mypy's does.
     Files are never left half-written either way: commands put them in place by renaming them
     once complete. Returns (to a normal exit) when any of that cannot be told."""
     import atexit
@@ -193,6 +194,8 @@ def _leave(code: int) -> None:
     threading = sys.modules.get("threading")
     if threading is not None and threading.active_count() > 1:
         return
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return  # under cProfile, a debugger or coverage: they report at the end of a normal exit
     registered = getattr(atexit, "_ncallbacks", None)  # CPython's
     if registered is None or registered() > 0:
         return
