@@ -97,7 +97,10 @@ def scan_split(
     gc.freeze()
     try:
         for _ in range(processes - 1):
-            helpers.append(_Helper(queue_read, chunks, scan_one, pack))
+            try:
+                helpers.append(_Helper(queue_read, chunks, scan_one, pack))
+            except OSError:  # no more processes or memory for one (EAGAIN, ENOMEM): read with fewer
+                break
         _take_chunks(queue_read, chunks, scan_one, lambda result: result, keep)
         while helpers:
             for number, answers in _decode(helpers.pop().finish(), chunks, unpack):
@@ -144,7 +147,12 @@ class _Helper:
     def __init__(self, queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any]) -> None:
         self.received = bytearray()
         answer_read, answer_write = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(answer_read)
+            os.close(answer_write)
+            raise
         if self.pid:
             os.close(answer_write)
             os.set_blocking(answer_read, False)  # drained between this process's own chunks
