@@ -198,6 +198,8 @@ def test_how_many_processes(monkeypatch):
     assert scan_workers.process_count(100_000, warn) == 1
     monkeypatch.setenv(scan_workers.SETTING, "3")
     assert scan_workers.process_count(10, warn) == 3  # asked for: taken as it is
+    monkeypatch.setenv(scan_workers.SETTING, "100000")
+    assert scan_workers.process_count(10**6, warn) == scan_workers.MAX_ASKED
     assert warned == []
     monkeypatch.setenv(scan_workers.SETTING, "many")
     assert scan_workers.process_count(10, warn) == 1

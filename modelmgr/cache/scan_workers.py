@@ -20,7 +20,7 @@ A fork is made only where it is safe and pays for itself:
 - from a process of one thread: a fork copies the locks another thread may hold;
 - with at least ``MIN_REPOS_PER_PROCESS`` repos for each process, and a CPU for each;
 - unless ``MODELMGR_SCAN_WORKERS`` sets the number of processes (``1`` turns helpers off; any
-  other number is taken as it is, whatever the count of CPUs and repos).
+  other number, up to 64, is taken as it is, whatever the count of CPUs and repos).
 
 A helper never decides the result: one that fails in any way (killed, an exception, a short or
 garbled answer) costs only time, since the chunks nobody sent whole are then read here.
@@ -39,6 +39,7 @@ from modelmgr.cache.walk import Warn
 
 MIN_REPOS_PER_PROCESS = 150  # below this, forking and merging cost more than reading in one process
 MAX_PROCESSES = 4  # past this, the disk and the merge in this process dominate
+MAX_ASKED = 64  # what MODELMGR_SCAN_WORKERS may ask for: no typo forks thousands of processes
 CHUNK = 8  # repos a process takes at a time: a millisecond or two of work
 MAX_CHUNKS = 1024  # the chunk numbers (4 bytes each) fit in one page of the pipe, written before any fork
 SETTING = "MODELMGR_SCAN_WORKERS"
@@ -63,7 +64,7 @@ def process_count(repos: int, warn: Warn) -> int:
     if threading.active_count() > 1:
         return 1
     if wanted is not None:
-        return min(wanted, repos)
+        return min(wanted, repos, MAX_ASKED)
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
