@@ -50,8 +50,8 @@ def scan_cache(
     ``reuse``, unchanged repos come from the scan index (see the module's docstring); their
     ``last_accessed`` is then as of their last full scan, and no revision keeps the raw entries of
     its files (read again if asked for: what ``list`` and ``du`` show needs none). With ``parallel``
-    (for commands, never a library caller whose threads a fork would copy), many repos to read are
-    split between processes (``scan_workers``).
+    as well (for commands, never a library caller whose threads a fork would copy), many repos to
+    read are split between processes (``scan_workers``).
     """
     if isinstance(cache_dirs, (str, os.PathLike)):
         cache_dirs = [cache_dirs]
@@ -59,9 +59,11 @@ def scan_cache(
     warnings: list[ScanWarning] = []
     repos: list[CachedRepo] = []
     # The scan makes many objects and no reference cycles: the collector would only walk the
-    # growing heap again and again (some 3 ms on 1000 repos). It resumes once the scan is done.
-    collecting = gc.isenabled()
-    gc.disable()
+    # growing heap again and again (some 3 ms on 1000 repos). A command's scan (``parallel``)
+    # pauses it, process-wide, until the scan is done; a library caller's threads are left alone.
+    collecting = parallel and gc.isenabled()
+    if collecting:
+        gc.disable()
     try:
         for index, cache_dir in enumerate(dirs):
             repos.extend(_scan_one_cache(cache_dir, read_only=index > 0, reuse=reuse, parallel=parallel,
@@ -139,7 +141,7 @@ def _scan_repos(
     def scan_one(item: tuple, warn: Warn) -> tuple:
         return _scan_repo(item[0], item[2], item[3], cache_dir, read_only, warn, indexing, keep_entries=not summary)
 
-    if parallel:
+    if parallel and summary:  # a helper sends no raw entries: only a summary scan may use one
         from modelmgr.cache import scan_workers
 
         processes = scan_workers.process_count(len(todo), warn)
@@ -315,7 +317,7 @@ def _scan_repo(
                     nb_files=0,
                     incomplete=True,
                     missing=tuple(paths),
-                    scanned=(),
+                    scanned=() if keep_entries else None,
                 )
             )
     for commit, ref_names in refs_by_commit.items():

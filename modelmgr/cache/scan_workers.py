@@ -27,13 +27,14 @@ garbled answer) costs only time, since the chunks nobody sent whole are then rea
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import marshal
 import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from modelmgr.cache.walk import Warn
 
@@ -55,7 +56,7 @@ def process_count(repos: int, warn: Warn) -> int:
     setting = os.environ.get(SETTING, "").strip()
     wanted = None
     if setting:
-        if setting.isdigit() and int(setting) >= 1:
+        if setting.isascii() and setting.isdigit() and len(setting) <= 9 and int(setting) >= 1:
             wanted = int(setting)
         else:
             warn(SETTING, f"{SETTING}={setting[:40]!r} is not a number of processes (1 reads in this process only); ignored.")
@@ -79,7 +80,10 @@ def scan_split(
     """``[scan_one(item, warn) for item in items]``, read by this process and forked helpers."""
     size = max(CHUNK, -(-len(items) // MAX_CHUNKS))
     chunks = [items[start:start + size] for start in range(0, len(items), size)]
-    queue_read, queue_write = os.pipe()
+    try:
+        queue_read, queue_write = os.pipe()
+    except OSError:  # no file descriptor left (EMFILE, ENFILE): read everything here
+        return [scan_one(item, warn) for item in items]
     try:
         os.write(queue_write, b"".join(number.to_bytes(4, "little") for number in range(len(chunks))))
     finally:
@@ -95,13 +99,15 @@ def scan_split(
     # A fork shares this process's memory page by page until either side writes to a page. The
     # collector writes to every object it visits, so a full collection on either side would copy
     # the whole heap: what exists now is frozen out of its reach until the helpers are done.
+    frozen_before = gc.get_freeze_count()  # a caller's own freeze is left as it was
     gc.freeze()
     try:
-        for _ in range(processes - 1):
-            try:
-                helpers.append(_Helper(queue_read, chunks, scan_one, pack))
-            except OSError:  # no more processes or memory for one (EAGAIN, ENOMEM): read with fewer
-                break
+        with _interrupts_held():
+            for _ in range(processes - 1):
+                try:
+                    helpers.append(_Helper(queue_read, chunks, scan_one, pack))
+                except OSError:  # no more processes or memory for one (EAGAIN, ENOMEM): read with fewer
+                    break
         _take_chunks(queue_read, chunks, scan_one, lambda result: result, keep)
         while helpers:
             for number, answers in _decode(helpers.pop().finish(), chunks, unpack):
@@ -119,7 +125,21 @@ def scan_split(
         os.close(queue_read)
         for helper in helpers:  # an exception (Ctrl-C) left these running
             helper.stop()
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Ctrl-C held back while helpers are forked: one that came between a fork and the code that
+    handles it would run the caller's code in the helper, or leave a helper nobody knows of. It is
+    delivered at the end of the block, once every helper is known (and a helper, whose pending
+    signals start empty, lets it through once it can die of it)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _take_chunks(queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any],
@@ -165,6 +185,7 @@ class _Helper:
         try:
             os.close(answer_read)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends it at once; the parent cleans up
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held while forking (_interrupts_held)
             gc.disable()  # short-lived, and a scan makes no reference cycles: collecting would only copy pages
 
             def send(chunk: Chunk) -> None:
@@ -196,7 +217,10 @@ class _Helper:
             self.drain()
         finally:
             os.close(self.answer_read)
-            os.waitpid(self.pid, 0)
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped by the kernel: a launcher set SIGCHLD to be ignored
+                pass
         return bytes(self.received)
 
     def stop(self) -> None:
@@ -226,6 +250,6 @@ def _decode(data: bytes, chunks: list, unpack: Callable[[Any], Any]) -> list[Chu
             if not all(type(path) is str and type(message) is str for _, warnings in answers for path, message in warnings):
                 break
             decoded.append((number, [(unpack(packed), warnings) for packed, warnings in answers]))
-        except (EOFError, ValueError, TypeError, IndexError):
+        except Exception:  # noqa: BLE001 - whatever the frame holds, it is read again here instead
             break
     return decoded
