@@ -200,8 +200,11 @@ def _leave(code: int) -> None:
     if registered is None or registered() > 0:
         return
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for name in ("stdout", "stderr"):  # click's own wrapper too, where it made one (a bad encoding)
+            click.get_text_stream(name).flush()
+            getattr(sys, name).flush()
     except (OSError, ValueError):  # a closed or broken stream: let the normal exit deal with it
         return
+    except KeyboardInterrupt:  # Ctrl-C while a slow reader held the output back
+        os._exit(130)
     os._exit(code)

@@ -57,13 +57,37 @@ def test_the_config_folders_are_where_platformdirs_puts_them(monkeypatch, variab
     command some 7 ms): the answers must be platformdirs' own, whatever the variables hold."""
     import platformdirs
 
-    from modelmgr.project.dirs import config_dirs
+    from modelmgr.project.dirs import system_config_dir, user_config_dir
 
+    relative = any(value and not value.startswith("/") for value in variables.values())
+    if relative and tuple(int(part) for part in platformdirs.__version__.split(".")[:2]) < (4, 14):
+        pytest.skip("platformdirs before 4.14 took relative XDG values and HOME as they were; the XDG rule ignores them")
     for name in ("XDG_CONFIG_HOME", "XDG_CONFIG_DIRS"):
         monkeypatch.delenv(name, raising=False)
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    assert config_dirs() == (Path(platformdirs.site_config_dir("modelmgr")), Path(platformdirs.user_config_dir("modelmgr")))
+    assert system_config_dir() == Path(platformdirs.site_config_dir("modelmgr"))
+    assert user_config_dir() == Path(platformdirs.user_config_dir("modelmgr"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="elsewhere platformdirs itself answers")
+def test_no_home_folder_is_one_clear_line_unless_the_config_file_is_named(monkeypatch, tmp_path):
+    """A user id without an account and no HOME (some containers): say what to set, and need
+    nothing of it where MODELMGR_CONFIG names the file."""
+    import pwd
+
+    from modelmgr.errors import ConfigError
+    from modelmgr.project.config import config_files
+
+    def no_account(uid):
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", no_account)
+    environ = {"XDG_CONFIG_DIRS": str(tmp_path)}
+    with pytest.raises(ConfigError, match="cannot tell your home folder.*set HOME"):
+        config_files(cwd=tmp_path, environ=environ)
+    named = config_files(cwd=tmp_path, environ={**environ, "MODELMGR_CONFIG": str(tmp_path / "c.toml")})
+    assert ("user", tmp_path / "c.toml") in named
 
 
 def test_every_value_names_its_source_across_all_layers(capsys, monkeypatch, layers, tmp_path):

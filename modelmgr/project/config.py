@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 from modelmgr.errors import ConfigError, InvalidReference
 from modelmgr.fsutil import read_small
-from modelmgr.project.dirs import config_dirs
+from modelmgr.project.dirs import system_config_dir, user_config_dir
 from modelmgr.project.endpoints import Endpoint, make_endpoint, merge_endpoints, redact_url
 from modelmgr.project.files import (  # noqa: F401 - PROJECT_FILE, read_toml: re-exported for callers
     PROJECT_FILE, find_project_file, line_of_key, project_lock_path, read_toml, untrusted_warning, written_by_user,
@@ -162,10 +162,9 @@ def config_files(*, cwd: Path | None = None, environ: Mapping[str, str] | None =
     """The files consulted, lowest precedence first, whether or not they exist. Project files
     another user owns are not consulted; ``skipped`` collects them."""
     environ = os.environ if environ is None else environ
-    system, user = config_dirs(environ)
-    files = [("system", system / "config.toml")]
+    files = [("system", system_config_dir(environ) / "config.toml")]
     explicit = environ.get("MODELMGR_CONFIG")
-    files.append(("user", Path(explicit).expanduser() if explicit else user / "config.toml"))
+    files.append(("user", Path(explicit).expanduser() if explicit else user_config_dir(environ) / "config.toml"))
     project = find_project_file(cwd or Path.cwd(), skipped=skipped)
     if project is not None:
         files.append(("project", project))

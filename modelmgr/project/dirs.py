@@ -15,19 +15,25 @@ from typing import Mapping
 APP = "modelmgr"
 
 
-def config_dirs(environ: Mapping[str, str] = os.environ) -> tuple[Path, Path]:
-    """(the system folder, the user folder) of modelmgr's config files."""
+def system_config_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The folder of the config file every user of the machine shares."""
     if not sys.platform.startswith("linux"):
         import platformdirs
 
-        return Path(platformdirs.site_config_dir(APP)), Path(platformdirs.user_config_dir(APP))
+        return Path(platformdirs.site_config_dir(APP))
     # A relative path in an XDG variable is invalid, the specification says, and is ignored.
-    system = [folder for folder in environ.get("XDG_CONFIG_DIRS", "").split(os.pathsep) if os.path.isabs(folder)]
-    user = environ.get("XDG_CONFIG_HOME", "")
-    return (
-        Path(system[0] if system else "/etc/xdg") / APP,
-        Path(user if os.path.isabs(user) else os.path.join(_home(environ), ".config")) / APP,
-    )
+    folders = [folder for folder in environ.get("XDG_CONFIG_DIRS", "").split(os.pathsep) if os.path.isabs(folder)]
+    return Path(folders[0] if folders else "/etc/xdg") / APP
+
+
+def user_config_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The folder of the user's own config file."""
+    if not sys.platform.startswith("linux"):
+        import platformdirs
+
+        return Path(platformdirs.user_config_dir(APP))
+    folder = environ.get("XDG_CONFIG_HOME", "")
+    return Path(folder if os.path.isabs(folder) else os.path.join(_home(environ), ".config")) / APP
 
 
 def _home(environ: Mapping[str, str]) -> str:
@@ -37,4 +43,13 @@ def _home(environ: Mapping[str, str]) -> str:
         return home
     import pwd
 
-    return pwd.getpwuid(os.getuid()).pw_dir
+    try:
+        home = pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:  # a user id with no account (a container's): nothing to fall back on
+        home = ""
+    if not os.path.isabs(home):
+        from modelmgr.errors import ConfigError
+
+        raise ConfigError("cannot tell your home folder, where the user config lives: set HOME (or "
+                          "XDG_CONFIG_HOME, or MODELMGR_CONFIG to the file) to an absolute path.")
+    return home
