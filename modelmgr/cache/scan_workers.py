@@ -105,12 +105,12 @@ def scan_split(
         with _interrupts_held():
             for _ in range(processes - 1):
                 try:
-                    helpers.append(_Helper(queue_read, chunks, scan_one, pack))
+                    helpers.append(_Helper(queue_read, chunks, scan_one, pack, unpack))
                 except OSError:  # no more processes or memory for one (EAGAIN, ENOMEM): read with fewer
                     break
         _take_chunks(queue_read, chunks, scan_one, lambda result: result, keep)
         while helpers:
-            for number, answers in _decode(helpers.pop().finish(), chunks, unpack):
+            for number, answers in helpers.pop().finish():
                 done.setdefault(number, answers)
         results = []
         for number, part in enumerate(chunks):
@@ -165,8 +165,13 @@ class _Helper:
     """A forked process taking chunks from the queue; it sends each chunk as soon as it is read,
     as a frame (4-byte length, then marshal data), so that little is left to send at the end."""
 
-    def __init__(self, queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any]) -> None:
+    def __init__(self, queue_read: int, chunks: list, scan_one: ScanOne, pack: Callable[[Any], Any],
+                 unpack: Callable[[Any], Any]) -> None:
+        self.chunks, self.unpack = chunks, unpack
         self.received = bytearray()
+        self.decoded: list[Chunk] = []  # from the frames taken in so far
+        self.position = 0  # where the next frame starts in received
+        self.broken = False  # a frame did not decode: nothing after it is trusted
         answer_read, answer_write = os.pipe()
         try:
             self.pid = os.fork()
@@ -200,18 +205,20 @@ class _Helper:
             os._exit(code)
 
     def drain(self) -> None:
-        """Take what the helper has sent so far, without waiting."""
+        """Take in what the helper has sent so far, without waiting, and decode its whole frames
+        (here, between this process's own chunks, rather than all at the end)."""
         try:
             while True:
                 part = os.read(self.answer_read, 1 << 20)
                 if not part:
-                    return
+                    break
                 self.received += part
         except BlockingIOError:
             pass
+        self._decode_frames()
 
-    def finish(self) -> bytes:
-        """Everything the helper sent, once it has ended."""
+    def finish(self) -> list[Chunk]:
+        """Every chunk the helper sent whole, once it has ended."""
         try:
             os.set_blocking(self.answer_read, True)
             self.drain()
@@ -221,7 +228,27 @@ class _Helper:
                 os.waitpid(self.pid, 0)
             except ChildProcessError:  # reaped by the kernel: a launcher set SIGCHLD to be ignored
                 pass
-        return bytes(self.received)
+        return self.decoded
+
+    def _decode_frames(self) -> None:
+        """Decode the whole frames received; a helper that ended early (killed, an exception) sent
+        whole frames before that, and its other chunks are read again by the caller."""
+        data, chunks = self.received, self.chunks
+        while not self.broken and self.position + 4 <= len(data):
+            length = int.from_bytes(data[self.position:self.position + 4], "little")
+            if self.position + 4 + length > len(data):
+                return  # the rest of this frame is still on its way (or never comes)
+            frame = bytes(data[self.position + 4:self.position + 4 + length])
+            self.position += 4 + length
+            try:
+                number, answers = marshal.loads(frame)
+                if type(number) is not int or not 0 <= number < len(chunks) or len(answers) != len(chunks[number]):
+                    raise ValueError(number)
+                if not all(type(path) is str and type(message) is str for _, warnings in answers for path, message in warnings):
+                    raise TypeError(answers)
+                self.decoded.append((number, [(self.unpack(packed), warnings) for packed, warnings in answers]))
+            except Exception:  # noqa: BLE001 - whatever the frame holds, it is read again instead
+                self.broken = True
 
     def stop(self) -> None:
         os.close(self.answer_read)
@@ -230,26 +257,3 @@ class _Helper:
             os.waitpid(self.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-
-
-def _decode(data: bytes, chunks: list, unpack: Callable[[Any], Any]) -> list[Chunk]:
-    """The chunks whose frames arrived whole, decoded; a helper that ended early (killed, an
-    exception) sent whole frames before it, and the rest of its chunks are read again."""
-    decoded: list[Chunk] = []
-    position = 0
-    while position + 4 <= len(data):
-        length = int.from_bytes(data[position:position + 4], "little")
-        frame = data[position + 4:position + 4 + length]
-        position += 4 + length
-        if len(frame) != length:
-            break  # cut short
-        try:
-            number, answers = marshal.loads(frame)
-            if type(number) is not int or not 0 <= number < len(chunks) or len(answers) != len(chunks[number]):
-                break
-            if not all(type(path) is str and type(message) is str for _, warnings in answers for path, message in warnings):
-                break
-            decoded.append((number, [(unpack(packed), warnings) for packed, warnings in answers]))
-        except Exception:  # noqa: BLE001 - whatever the frame holds, it is read again here instead
-            break
-    return decoded
