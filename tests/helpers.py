@@ -43,6 +43,20 @@ def hf_cache() -> Path:
     return Path(os.environ["HF_HUB_CACHE"])
 
 
+@pytest.fixture
+def pulled(capsys, monkeypatch, local_hub):
+    """The tiny model pulled from a LocalHub into the test's cache: (hub, repo paths, commit).
+    A test module takes it with ``from .helpers import pulled``."""
+    from modelmgr.cache.layout import RepoPaths
+    from modelmgr.testing import TINY_MODEL_ID
+
+    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
+    outcome = cli(capsys, "pull", TINY_MODEL_ID)
+    assert outcome.code == 0, outcome.err
+    local_hub.clear_requests()
+    return local_hub, RepoPaths(hf_cache(), TINY_MODEL_ID), local_hub.commit(TINY_MODEL_ID)
+
+
 def small_repo(root: Path, *, weights: int, seed: int) -> Path:
     """A three-file repo to serve: a config, a tokenizer and ``weights`` bytes of seeded noise."""
     root.mkdir(parents=True, exist_ok=True)

@@ -6,23 +6,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import TINY_MODEL_ID
 
-from .helpers import cli, hf_cache
+from .helpers import cli, hf_cache, pulled  # noqa: F401 - pulled: a fixture
 from .test_cache import C1, build_repo
-
-
-@pytest.fixture
-def pulled(capsys, monkeypatch, local_hub):
-    """The tiny model pulled from a LocalHub: (hub, repo paths, commit)."""
-    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
-    outcome = cli(capsys, "pull", TINY_MODEL_ID)
-    assert outcome.code == 0, outcome.err
-    local_hub.clear_requests()
-    return local_hub, RepoPaths(hf_cache(), TINY_MODEL_ID), local_hub.commit(TINY_MODEL_ID)
 
 
 def link_out(paths: RepoPaths, commit: str, name: str, outside: Path, content: bytes) -> tuple[Path, str]:

@@ -6,28 +6,12 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from modelmgr.cache.layout import RepoPaths
 from modelmgr.testing import TINY_MODEL_ID
 
-from .helpers import cli, run_modelmgr
+from .helpers import cli, hf_cache, pulled, run_modelmgr  # noqa: F401 - pulled: a fixture
 from .test_cache import C1, build_repo
-
-
-def cache_dir() -> Path:
-    return Path(os.environ["HF_HUB_CACHE"])
-
-
-@pytest.fixture
-def pulled(capsys, monkeypatch, local_hub):
-    """The tiny model pulled from a LocalHub into the test's cache: (hub, repo paths, commit)."""
-    monkeypatch.setenv("HF_ENDPOINT", local_hub.url)
-    outcome = cli(capsys, "pull", TINY_MODEL_ID)
-    assert outcome.code == 0, outcome.err
-    local_hub.clear_requests()
-    commit = local_hub.commit(TINY_MODEL_ID)
-    return local_hub, RepoPaths(cache_dir(), TINY_MODEL_ID), commit
 
 
 def flip_one_byte(path: Path, offset: int | None = None) -> None:
@@ -122,7 +106,7 @@ def test_verify_does_not_count_as_a_use(capsys, pulled):
 
 
 def test_verify_one_model_one_revision_and_errors(capsys):
-    cache = cache_dir()
+    cache = hf_cache()
     good = build_repo(cache, "org/good", {C1: {"a.bin": b"a" * 100}}, refs={"main": C1})
     bad = build_repo(cache, "org/bad", {C1: {"b.bin": b"b" * 100}}, refs={"main": C1})
     flip_one_byte(next(bad.blobs.iterdir()))
@@ -150,7 +134,7 @@ def test_read_only_caches_are_checked_but_never_repaired(capsys, tmp_path):
 
 
 def test_regular_files_in_snapshots_are_noted_and_exit_code_from_a_real_process(tmp_path):
-    cache = cache_dir()
+    cache = hf_cache()
     paths = build_repo(cache, "org/copies", {C1: {"a.bin": b"a" * 10}}, refs={"main": C1})
     (paths.snapshot(C1) / "README.md").write_text("a copy, not a link\n")
     outcome = run_modelmgr("verify")
